@@ -1,0 +1,66 @@
+# gmbook: build the book and run its tests. Every target sets itself up on a fresh
+# machine (Debian/Ubuntu or macOS, Python >= 3.10): it creates .venv if absent and
+# installs requirements.txt (torch first, see TORCH below).
+#
+#   make book       executed HTML book in _build/html (re-executes what changed)
+#   make test       the test suite
+#   make pdf        the PDF in _build/latex/gmbook.pdf (reuses executed outputs)
+#   make notebooks  regenerate the paired .ipynb of every chapter from its .md
+#   make clean      remove build outputs (keeps .venv); `make distclean` removes .venv too
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed before the requirements so that pip never swaps in another build.
+# On Linux, TORCH_INDEX=https://download.pytorch.org/whl/cpu gives the small CPU-only build.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+JB_FLAGS ?= -W -n --keep-going
+STAMP := $(VENV)/.gmbook-installed
+CHAPTERS = $(shell grep -rl --include='*.md' '^kernelspec:' book)
+
+.PHONY: help book test pdf notebooks clean distclean check-latex setup
+
+help:
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt code/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || \
+	  { echo "gmbook needs Python >= 3.10; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import torch' 2>/dev/null || \
+	  $(BIN)/python -m pip install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(BIN)/python -m pip install -r requirements.txt
+	@touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+check-latex:
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { \
+	  echo "make pdf needs xelatex and latexmk, which are not installed. Install them with:"; \
+	  echo "  Debian/Ubuntu: sudo apt-get install texlive-xetex texlive-latex-extra texlive-fonts-recommended fonts-freefont-otf latexmk make"; \
+	  echo "  macOS:         brew install --cask mactex-no-gui   (then open a new terminal)"; \
+	  exit 1; }
+
+# `book` first: it executes nothing when the cache is current, and fills it otherwise,
+# so the PDF never runs a notebook itself.
+pdf: check-latex book
+	$(BIN)/jupyter-book build . --builder pdflatex $(JB_FLAGS)
+	@echo "PDF: _build/latex/gmbook.pdf"
+
+notebooks: $(STAMP)
+	$(BIN)/jupytext --to ipynb $(CHAPTERS)
+
+clean:
+	rm -rf _build book/api .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

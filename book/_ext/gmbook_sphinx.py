@@ -1,0 +1,150 @@
+"""Sphinx extension that keeps the gmbook build honest.
+
+It does four things, each on every build (``make book`` or a bare ``jupyter-book build .``):
+
+1. **No stale outputs.** jupyter-cache keys a notebook on its code cells only, so an edit to
+   the companion package would be served from old outputs. We fingerprint the files named by
+   ``gmbook_watch`` (the package and ``requirements.txt``) and point myst-nb's execution cache
+   at a folder named after the fingerprint. A changed package means a new, empty cache and,
+   because ``nb_execution_cache_path`` is an ``env`` config value, Sphinx re-reads every page:
+   every notebook re-executes. Unchanged sources hit the cache. Old fingerprints are pruned.
+2. **Static mode for kernels.** ``GMBOOK_STATIC=1`` is exported before any kernel starts, so
+   ``gmbook.display`` renders a JavaScript player plus a still image instead of live widgets,
+   and progress bars stay out of the built pages.
+3. **One set of math macros.** The MathJax macros in ``_config.yml`` become ``\\newcommand``
+   lines of the LaTeX preamble; ``\\newcommand`` fails loudly if a name is already taken.
+4. **Execution budget.** After the build, each executed page's run time is logged and written
+   to ``_build/execution-times.json``; a page over ``gmbook_time_budget`` seconds is a warning,
+   hence an error under ``-W``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_CHARS = 16
+_FINGERPRINT_DIR = re.compile(rf"^[0-9a-f]{{{FINGERPRINT_CHARS}}}$")
+_IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+_IGNORED_SUFFIXES = {".pyc", ".pyo"}
+
+
+def fingerprint(paths: list[Path], root: Path) -> str:
+    """Hash the names and contents of every file under ``paths``.
+
+    Args:
+        paths: files or folders to watch.
+        root: paths are hashed relative to this folder, so a clone elsewhere matches.
+
+    Returns:
+        The first ``FINGERPRINT_CHARS`` hex digits of a SHA-256 over the sorted files.
+    """
+    digest = hashlib.sha256()
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"gmbook_watch names {path}, which does not exist")
+    for file in sorted(files):
+        if _IGNORED_PARTS.intersection(file.parts) or file.suffix in _IGNORED_SUFFIXES:
+            continue
+        digest.update(file.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(file.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _pin_cache_to_fingerprint(app: Sphinx, config: Config) -> None:
+    root = Path(app.confdir)
+    watched = [root / p for p in config.gmbook_watch]
+    fp = fingerprint(watched, root)
+    base = Path(config.nb_execution_cache_path or "_build/.jupyter_cache")
+    if not base.is_absolute():
+        base = root / base
+    if base.name == fp:  # already pinned (config re-initialised)
+        return
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.iterdir():
+        if old.is_dir() and _FINGERPRINT_DIR.match(old.name) and old.name != fp:
+            logger.info(f"gmbook: package changed, dropping cached outputs {old.name}")
+            shutil.rmtree(old)
+    config.nb_execution_cache_path = str(base / fp)
+    logger.info(f"gmbook: sources fingerprint {fp}; execution cache {base / fp}")
+
+
+def latex_macros(macros: dict[str, Any]) -> str:
+    r"""Translate MathJax macro definitions into LaTeX ``\newcommand`` lines.
+
+    Args:
+        macros: ``name -> body`` or ``name -> [body, n_args]`` as in ``mathjax3_config``.
+
+    Returns:
+        The preamble lines, one ``\newcommand`` per macro.
+    """
+    lines = []
+    for name, spec in macros.items():
+        body, nargs = (spec, 0) if isinstance(spec, str) else (spec[0], int(spec[1]))
+        args = f"[{nargs}]" if nargs else ""
+        lines.append(f"\\newcommand{{\\{name}}}{args}{{{body}}}")
+    return "\n".join(lines)
+
+
+def _share_math_macros(app: Sphinx, config: Config) -> None:
+    macros = (config.mathjax3_config or {}).get("tex", {}).get("macros", {})
+    elements = dict(config.latex_elements or {})
+    preamble = elements.get("preamble", "")
+    if "gmbook math macros" not in preamble:
+        preamble += "\n% gmbook math macros (from mathjax3_config)\n" + latex_macros(macros)
+    elements["preamble"] = preamble
+    config.latex_elements = elements
+
+
+def _report_execution(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None:
+        return
+    try:
+        from myst_nb.sphinx_ import NbMetadataCollector
+    except ImportError:  # pragma: no cover - myst-nb is a hard dependency of the book
+        return
+    times = {}
+    for docname in sorted(app.env.found_docs):
+        data = NbMetadataCollector.get_doc_data(app.env).get(docname, {}).get("exec_data")
+        if data and data.get("runtime") is not None:
+            times[docname] = {"seconds": round(float(data["runtime"]), 2),
+                              "method": data["method"], "succeeded": data["succeeded"]}
+    if not times:
+        return
+    budget = float(app.config.gmbook_time_budget)
+    logger.info("gmbook: execution time per page (budget %.0f s):", budget)
+    for docname, row in times.items():
+        logger.info(f"  {row['seconds']:7.1f} s  {docname}  ({row['method']})")
+        if row["seconds"] > budget:
+            logger.warning(f"{docname} executes in {row['seconds']:.1f} s, over the "
+                           f"{budget:.0f} s budget of a chapter", type="gmbook", subtype="budget")
+    out = Path(app.outdir).parent / "execution-times.json"
+    out.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    os.environ["GMBOOK_STATIC"] = "1"  # inherited by every kernel myst-nb starts
+    app.add_config_value("gmbook_watch", [], "env", list)
+    app.add_config_value("gmbook_time_budget", 90.0, "", float)
+    app.connect("config-inited", _pin_cache_to_fingerprint, priority=900)
+    app.connect("config-inited", _share_math_macros)
+    app.connect("build-finished", _report_execution)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
