@@ -12,3 +12,32 @@ def _seed():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         yield
+
+
+def pytest_addoption(parser):
+    """``--built-book=_build``: run the checks of the built book in ``tests/built/``."""
+    parser.addoption(
+        "--built-book", action="store", default=None, metavar="DIR",
+        help="the build folder of the book (with html/ and latex/ inside, e.g. _build); "
+             "tests/built/ is skipped without it")
+
+
+@pytest.fixture(scope="session")
+def built(request):
+    """The build folder given by ``--built-book`` (a ``pathlib.Path``).
+
+    Every test of ``tests/built/`` uses it (``pytestmark``), so all of them are skipped
+    when the option is absent, as in ``make test``, which runs before any build.
+    """
+    from pathlib import Path
+
+    option = request.config.getoption("--built-book", default=None)
+    if not option:
+        pytest.skip("checks of the built book: build it (make book; make pdf), then run "
+                    "`pytest tests/built --built-book=_build`")
+    path = Path(option)
+    if not path.is_absolute() and not path.exists():
+        path = request.config.rootpath / option
+    path = path.resolve()
+    assert path.is_dir(), f"--built-book={option}: {path} is not a folder"
+    return path

@@ -1,0 +1,291 @@
+r"""The models and paths of Chapter 1, "The generative modeling problem".
+
+Derived in ``book/foundations/problem.md``:
+
+- :class:`GridDensity`, a neural density normalised by brute force on a grid
+  (eq. ``eq-grid-normalizer``): it works in two dimensions and shows why it cannot work in more;
+- Gaussian fits by forward KL (moment matching, :prf:ref:`prop-moment-matching`) and by
+  reverse KL (:func:`fit_gaussian_reverse_kl`), to compare mass-covering and mode-seeking;
+- the linear path from :math:`\mathcal N(0, I)` to the data (eq. ``eq-linear-path``), the exact
+  marginal velocity of an empirical distribution (eq. ``eq-empirical-velocity``) and Euler's method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import MultivariateNormal
+
+from gmbook.nets import append_dims
+
+__all__ = [
+    "GridDensity",
+    "gaussian_moments",
+    "GaussianModel",
+    "fit_gaussian_reverse_kl",
+    "kl_monte_carlo",
+    "linear_path",
+    "empirical_velocity",
+    "euler",
+]
+
+
+def _check_points(x: Tensor, dim: int | None = None, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        want = f"(B, {dim})" if dim is not None else "(B, D)"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+
+
+class GridDensity(nn.Module):
+    r"""A neural log-density normalised by a Riemann sum on a square grid.
+
+    :math:`\log p_\theta(x) = f_\theta(x) - \log Z_\theta` with
+    :math:`Z_\theta \approx \sum_{g} e^{f_\theta(g)} \,\Delta A` over the centres :math:`g` of
+    an ``n`` by ``n`` grid of cells of area :math:`\Delta A` covering ``[lo, hi]^2``
+    (eq. ``eq-grid-normalizer``). The model lives on that box: ``log_prob`` is ``-inf`` outside.
+
+    Args:
+        net: any module mapping ``(B, 2)`` to ``(B, 1)`` or ``(B,)`` (the unnormalised
+            log-density :math:`f_\theta`).
+        lims: the box ``(lo, hi)`` in both coordinates.
+        n: grid cells per axis; a forward pass costs ``n * n`` network evaluations.
+    """
+
+    def __init__(self, net: nn.Module, lims: tuple[float, float] = (-3.5, 3.5), n: int = 128):
+        super().__init__()
+        lo, hi = float(lims[0]), float(lims[1])
+        if not hi > lo:
+            raise ValueError(f"lims must be (lo, hi) with hi > lo, got {lims}")
+        if not isinstance(n, int) or n < 2:
+            raise ValueError(f"n must be an int >= 2, got {n!r}")
+        self.net, self.lo, self.hi, self.n = net, lo, hi, n
+        h = (hi - lo) / n
+        centres = lo + h * (torch.arange(n, dtype=torch.float32) + 0.5)
+        gx, gy = torch.meshgrid(centres, centres, indexing="xy")
+        self.register_buffer("grid", torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1))
+        self.log_cell_area = 2.0 * math.log(h)
+
+    def energy(self, x: Tensor) -> Tensor:
+        r"""Unnormalised log-density :math:`f_\theta(x)`, shape ``(B,)`` for ``x`` ``(B, 2)``."""
+        _check_points(x, 2)
+        out = self.net(x)
+        return out.reshape(x.shape[0])
+
+    def log_normalizer(self) -> Tensor:
+        r""":math:`\log Z_\theta` by the grid sum of eq. ``eq-grid-normalizer`` (a scalar)."""
+        f = self.energy(self.grid)
+        f_max = f.max().detach()
+        # Terms below e^-60 of the largest change log Z by < 1e-22; clamping keeps exp() away
+        # from subnormal floats, which are two orders of magnitude slower on many CPUs.
+        rel = (f - f_max).clamp(min=-60.0)
+        return f_max + rel.exp().sum().log() + self.log_cell_area
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        r"""Normalised log-density, shape ``(B,)``; ``-inf`` outside the box."""
+        lp = self.energy(x) - self.log_normalizer()
+        inside = ((x >= self.lo) & (x <= self.hi)).all(dim=1)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    def loss(self, x: Tensor) -> Tensor:
+        """Negative log-likelihood of the batch ``x`` ``(B, 2)`` averaged over it (a scalar)."""
+        return -self.log_prob(x).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        r"""Draw ``n`` points, shape ``(n, 2)``: a grid cell with probability proportional to
+        :math:`e^{f_\theta(g)}`, then a uniform point inside it (exact for the piecewise-constant
+        density the grid sum integrates)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        probs = torch.softmax(self.energy(self.grid), dim=0)
+        idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+        h = (self.hi - self.lo) / self.n
+        jitter = torch.rand(n, 2, generator=generator, device=self.grid.device) - 0.5
+        return self.grid[idx] + h * jitter
+
+
+def gaussian_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean ``(D,)`` and biased covariance ``(D, D)`` of samples ``x`` ``(n, D)``.
+
+    This is the maximum-likelihood Gaussian and the minimiser of the forward KL
+    :math:`\mathrm{KL}(p \,\|\, q)` over Gaussians :math:`q` (:prf:ref:`prop-moment-matching`).
+    """
+    _check_points(x)
+    mean = x.mean(dim=0)
+    centred = x - mean
+    return mean, centred.T @ centred / x.shape[0]
+
+
+class GaussianModel(nn.Module):
+    r"""A full-covariance Gaussian :math:`q = \mathcal N(m, L L^\top)` with learnable ``m`` and
+    lower-triangular ``L`` (positive diagonal through ``exp``), for reverse-KL fits.
+
+    Args:
+        mean: initial mean ``(D,)``.
+        scale: initial standard deviation of every axis (``L = scale * I``).
+    """
+
+    def __init__(self, mean: Tensor, scale: float = 1.0):
+        super().__init__()
+        if mean.ndim != 1:
+            raise ValueError(f"mean must have shape (D,), got {tuple(mean.shape)}")
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        d = mean.shape[0]
+        self.mean = nn.Parameter(mean.clone().float())
+        self.log_diag = nn.Parameter(torch.full((d,), math.log(scale)))
+        self.offdiag = nn.Parameter(torch.zeros(d, d))
+
+    def scale_tril(self) -> Tensor:
+        """The Cholesky factor ``L`` ``(D, D)``."""
+        return torch.tril(self.offdiag, -1) + torch.diag(self.log_diag.exp())
+
+    def distribution(self) -> MultivariateNormal:
+        """The fitted Gaussian as a ``torch.distributions.MultivariateNormal``."""
+        return MultivariateNormal(self.mean, scale_tril=self.scale_tril())
+
+    def covariance(self) -> Tensor:
+        """``L L^T``, shape ``(D, D)``."""
+        L = self.scale_tril()
+        return L @ L.T
+
+
+def kl_monte_carlo(
+    log_p: Callable[[Tensor], Tensor], log_q: Callable[[Tensor], Tensor], x_from_p: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""Monte Carlo estimate of :math:`\mathrm{KL}(p \,\|\, q) = \mathbb E_p[\log p - \log q]`
+    (eq. ``eq-kl``) and its standard error, from samples ``x_from_p`` ``(n, D)`` of :math:`p`.
+
+    Swap the roles (samples of :math:`q`, ``log_p=log_q``) for the reverse KL.
+
+    Returns:
+        ``(estimate, standard_error)``, two scalars.
+    """
+    _check_points(x_from_p, name="x_from_p")
+    diff = log_p(x_from_p) - log_q(x_from_p)
+    return diff.mean(), diff.std() / math.sqrt(diff.numel())
+
+
+def fit_gaussian_reverse_kl(
+    log_p: Callable[[Tensor], Tensor],
+    init_mean: Tensor,
+    *,
+    init_scale: float = 0.5,
+    steps: int = 1500,
+    batch_size: int = 512,
+    lr: float = 0.02,
+    generator: torch.Generator | None = None,
+) -> tuple[GaussianModel, list[float]]:
+    r"""Fit a Gaussian :math:`q` by minimising :math:`\mathrm{KL}(q \,\|\, p)` with Adam.
+
+    The objective :math:`\mathbb E_q[\log q(x) - \log p(x)]` (eq. ``eq-reverse-kl``) is
+    estimated with the reparameterisation :math:`x = m + L\varepsilon`,
+    :math:`\varepsilon \sim \mathcal N(0, I)`: it needs the target's log-density (up to a
+    constant), never its samples.
+
+    Args:
+        log_p: log-density of the target, ``(B, D) -> (B,)``, differentiable in ``x``.
+        init_mean: starting mean ``(D,)``.
+        init_scale: starting standard deviation of every axis.
+        steps, batch_size, lr: Adam steps, Monte Carlo samples per step, learning rate.
+        generator: random source of the noise :math:`\varepsilon`.
+
+    Returns:
+        The fitted :class:`GaussianModel` and the loss (KL up to :math:`\log Z_p`) per step.
+    """
+    q = GaussianModel(init_mean, init_scale)
+    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    d = init_mean.shape[0]
+    losses = []
+    for _ in range(steps):
+        eps = torch.randn(batch_size, d, generator=generator)
+        x = q.mean + eps @ q.scale_tril().T
+        loss = (q.distribution().log_prob(x) - log_p(x)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return q, losses
+
+
+def linear_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The straight path from noise ``x0`` to data ``x1`` and its velocity (eq. ``eq-linear-path``).
+
+    :math:`x_t = (1 - t)\, x_0 + t\, x_1` and :math:`u_t = \dot x_t = x_1 - x_0`.
+
+    Args:
+        x0: noise, shape ``(B, *D)``.
+        x1: data, shape ``(B, *D)``.
+        t: times in ``[0, 1]``, shape ``(B,)``.
+
+    Returns:
+        ``(x_t, u_t)``, both ``(B, *D)``.
+
+    Example:
+        >>> x0, x1 = torch.zeros(2, 3), torch.ones(2, 3)
+        >>> linear_path(x0, x1, torch.tensor([0.25, 1.0]))[0][:, 0]
+        tensor([0.2500, 1.0000])
+    """
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} "
+                         f"and {tuple(x1.shape)}")
+    if t.shape != x0.shape[:1]:
+        raise ValueError(f"t must have shape (B,) = ({x0.shape[0]},), got {tuple(t.shape)}")
+    t = append_dims(t, x0.ndim)  # (B,) -> (B, 1, ..., 1)
+    return (1 - t) * x0 + t * x1, x1 - x0
+
+
+def empirical_velocity(x: Tensor, t: float, data: Tensor) -> Tensor:
+    r"""Exact marginal velocity of the linear path when the data distribution is the empirical
+    distribution of ``data`` (eq. ``eq-empirical-velocity``).
+
+    With :math:`X_0 \sim \mathcal N(0, I)` and :math:`X_1` uniform over the ``N`` data points,
+    :math:`u_t(x) = \mathbb E[X_1 - X_0 \mid X_t = x] = (\hat x_1(x, t) - x) / (1 - t)`, where
+    :math:`\hat x_1 = \sum_i w_i x^{(i)}` with softmax weights
+    :math:`w_i \propto \exp(-\lVert x - t x^{(i)} \rVert^2 / (2 (1 - t)^2))`.
+
+    Args:
+        x: positions, shape ``(B, D)``.
+        t: a time in ``[0, 1)``.
+        data: the data points, shape ``(N, D)``.
+
+    Returns:
+        The velocity, shape ``(B, D)``.
+    """
+    _check_points(x)
+    _check_points(data, x.shape[1], name="data")
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"t must be in [0, 1), got {t}")
+    sq = torch.cdist(x, t * data).pow(2)  # (B, N)
+    w = torch.softmax(-sq / (2 * (1 - t) ** 2), dim=1)
+    x1_hat = w @ data  # (B, D)
+    return (x1_hat - x) / (1 - t)
+
+
+def euler(
+    velocity: Callable[[Tensor, float], Tensor], x0: Tensor, steps: int, *, return_path: bool = False
+) -> Tensor:
+    r"""Integrate :math:`\dot x = u_t(x)` from :math:`t = 0` to :math:`1` with ``steps`` Euler steps.
+
+    Args:
+        velocity: ``u(x, t)`` with ``x`` ``(B, D)`` and a float ``t``.
+        x0: starting points ``(B, D)``.
+        steps: number of steps (network evaluations), >= 1.
+        return_path: also return every intermediate state.
+
+    Returns:
+        The end points ``(B, D)``, or the path ``(steps + 1, B, D)`` if ``return_path``.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    h = 1.0 / steps
+    x, path = x0, [x0]
+    for k in range(steps):
+        x = x + h * velocity(x, k * h)
+        path.append(x)
+    return torch.stack(path) if return_path else x

@@ -1,0 +1,195 @@
+"""Tests of gmbook.nets: shapes, time conditioning, errors and parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gmbook.nets import MLP, SinusoidalEmbedding, append_dims, count_parameters, default_device
+
+# --------------------------------------------------------------------------- default_device
+
+
+def test_default_device_is_a_usable_device():
+    device = default_device()
+    assert isinstance(device, torch.device)
+    assert device.type in {"cuda", "mps", "cpu"}
+    if torch.cuda.is_available():
+        assert device.type == "cuda"
+    torch.ones(2, device=device).sum().item()  # it works
+
+
+# --------------------------------------------------------------------------- append_dims
+
+
+def test_append_dims_shapes_and_broadcast():
+    t = torch.tensor([1.0, 2.0, 3.0])
+    assert append_dims(t, 1).shape == (3,)
+    assert append_dims(t, 4).shape == (3, 1, 1, 1)
+    x = torch.ones(3, 2, 5)
+    y = append_dims(t, x.ndim) * x
+    for b in range(3):  # example b is scaled by t[b]
+        assert torch.all(y[b] == t[b])
+    assert append_dims(torch.zeros(3, 2), 4).shape == (3, 2, 1, 1)
+
+
+def test_append_dims_is_a_view():
+    t = torch.zeros(4)
+    append_dims(t, 3)[1, 0, 0] = 7.0
+    assert t[1] == 7.0
+
+
+def test_append_dims_errors():
+    with pytest.raises(ValueError, match="more than"):
+        append_dims(torch.zeros(2, 3, 4), 2)
+    with pytest.raises(TypeError):
+        append_dims([1.0, 2.0], 2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        append_dims(torch.zeros(2), 2.0)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- SinusoidalEmbedding
+
+
+def test_sinusoidal_shape_bounds_and_norm():
+    dim = 32
+    emb = SinusoidalEmbedding(dim)
+    t = torch.rand(100)
+    e = emb(t)
+    assert e.shape == (100, dim)
+    assert e.abs().max() <= 1.0
+    # cos^2 + sin^2 = 1 for each of the dim / 2 frequencies
+    torch.testing.assert_close(e.pow(2).sum(-1), torch.full((100,), dim / 2.0))
+    assert list(emb.parameters()) == []
+    assert "freqs" not in emb.state_dict()  # a constant, not a weight
+
+
+def test_sinusoidal_distinguishes_nearby_times():
+    emb = SinusoidalEmbedding(64)
+    t = torch.tensor([0.500, 0.501, 0.0, 1.0])
+    e = emb(t)
+    assert (e[0] - e[1]).norm() > 0.5  # times 1e-3 apart are clearly apart
+    # all times on a fine grid of [0, 1] get distinct embeddings
+    grid = emb(torch.linspace(0, 1, 201))
+    dists = torch.cdist(grid, grid) + torch.eye(201) * 1e9
+    assert dists.min() > 0.5
+    # even the slowest frequency (cos and sin in columns 31 and 63) varies over [0, 1]
+    slow = e[:, [31, 63]]
+    assert (slow[2] - slow[3]).norm() > 0.05
+
+
+def test_sinusoidal_at_zero_and_dtype():
+    e = SinusoidalEmbedding(8)(torch.zeros(2, dtype=torch.float64))
+    assert e.dtype == torch.float64
+    torch.testing.assert_close(e, torch.tensor([[1.0] * 4 + [0.0] * 4] * 2, dtype=torch.float64))
+
+
+def test_sinusoidal_errors():
+    with pytest.raises(ValueError, match="even"):
+        SinusoidalEmbedding(7)
+    with pytest.raises(ValueError):
+        SinusoidalEmbedding(0)
+    with pytest.raises(ValueError):
+        SinusoidalEmbedding(8, max_period=-1.0)
+    with pytest.raises(ValueError, match=r"\(B,\)"):
+        SinusoidalEmbedding(8)(torch.zeros(4, 1))
+
+
+# --------------------------------------------------------------------------- MLP
+
+
+@pytest.mark.parametrize("in_dim, out_dim, depth", [(2, None, 1), (2, 5, 3), (64, 10, 2)])
+def test_mlp_shapes_without_time(in_dim, out_dim, depth):
+    net = MLP(in_dim, out_dim, hidden=16, depth=depth)
+    y = net(torch.randn(7, in_dim))
+    assert y.shape == (7, in_dim if out_dim is None else out_dim)
+    assert len(net.layers) == depth
+
+
+def test_mlp_shapes_with_time_and_scalar_broadcast():
+    net = MLP(3, hidden=16, depth=2, time_dim=8)
+    x = torch.randn(5, 3)
+    t = torch.full((5,), 0.25)
+    y = net(x, t)
+    assert y.shape == (5, 3)
+    torch.testing.assert_close(net(x, 0.25), y)
+    torch.testing.assert_close(net(x, torch.tensor(0.25)), y)
+    # the output depends on t, and each row only on its own t
+    t2 = t.clone()
+    t2[0] = 0.75
+    y2 = net(x, t2)
+    assert not torch.allclose(y2[0], y[0])
+    torch.testing.assert_close(y2[1:], y[1:])
+
+
+def test_mlp_time_branch_receives_gradients():
+    net = MLP(2, hidden=8, depth=2, time_dim=4)
+    net(torch.randn(6, 2), torch.rand(6)).pow(2).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mlp_float64_and_activation():
+    net = MLP(2, hidden=8, time_dim=4, activation=nn.Tanh).double()
+    y = net(torch.randn(3, 2, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
+    assert y.dtype == torch.float64
+    assert any(isinstance(m, nn.Tanh) for m in net.modules())
+
+
+def test_mlp_zero_init_last():
+    net = MLP(2, 3, hidden=8, zero_init_last=True)
+    assert torch.all(net(torch.randn(4, 2)) == 0)
+    assert torch.any(MLP(2, 3, hidden=8)(torch.randn(4, 2)) != 0)
+
+
+def test_mlp_time_errors():
+    timed = MLP(2, hidden=8, time_dim=4)
+    untimed = MLP(2, hidden=8)
+    x = torch.randn(4, 2)
+    with pytest.raises(TypeError, match="time-conditioned"):
+        timed(x)
+    with pytest.raises(TypeError, match="without time"):
+        untimed(x, torch.rand(4))
+    with pytest.raises(ValueError, match=r"\(B,\)"):
+        timed(x, torch.rand(3))  # wrong batch size
+    with pytest.raises(ValueError, match="flatten"):
+        timed(x, torch.rand(4, 1))
+    with pytest.raises(TypeError):
+        timed(x, "0.5")  # type: ignore[arg-type]
+
+
+def test_mlp_input_and_construction_errors():
+    net = MLP(2, hidden=8)
+    with pytest.raises(ValueError, match="in_dim"):
+        net(torch.randn(4, 3))
+    with pytest.raises(ValueError):
+        net(torch.randn(4, 2, 1))
+    with pytest.raises(ValueError, match="even"):
+        MLP(2, time_dim=3)
+    with pytest.raises(ValueError):
+        MLP(2, depth=0)
+    with pytest.raises(ValueError):
+        MLP(0)
+    with pytest.raises(TypeError):
+        MLP(2.0)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- count_parameters
+
+
+def test_count_parameters_by_hand():
+    # (3*4 + 4) + (4*4 + 4) + (4*2 + 2) = 16 + 20 + 10
+    assert count_parameters(MLP(3, 2, hidden=4, depth=2)) == 46
+    # main: (2*4 + 4) + (4*2 + 2) = 22; time: (6*4 + 4) + (4*4 + 4) = 48; projection: 4*4 + 4
+    assert count_parameters(MLP(2, hidden=4, depth=1, time_dim=6)) == 22 + 48 + 20
+
+
+def test_count_parameters_shared_and_frozen():
+    lin = nn.Linear(3, 3)  # 12 parameters
+    shared = nn.Sequential(lin, nn.ReLU(), lin)
+    assert count_parameters(shared) == 12
+    lin.bias.requires_grad_(False)
+    assert count_parameters(shared, trainable_only=True) == 9
+    with pytest.raises(TypeError):
+        count_parameters(lin.weight)  # type: ignore[arg-type]
