@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DIGIT_LEVELS = 17
-r"""Number of discrete pixel levels of the digits: the raw pixels are the integers
+r"""How many discrete pixel levels the digits have. The raw pixels are the integers
 :math:`0, 1, \dots, 16`, which :func:`digits` maps to :math:`k / 8 - 1`, a grid of step
 :math:`1/8` on :math:`[-1, 1]`. Continuous density models need these levels dequantized
 (uniform noise of one level's width added) before a density on :math:`\mathbb{R}^D` makes

@@ -77,11 +77,11 @@ class GridDensity(nn.Module):
         return out.reshape(x.shape[0])
 
     def log_normalizer(self) -> Tensor:
-        r""":math:`\log Z_\theta` by the grid sum of eq. ``eq-grid-normalizer`` (a scalar)."""
-        f = self.energy(self.grid)
+        r"""Scalar :math:`\log Z_\theta` by the grid sum, eq. ``eq-grid-normalizer``."""
+        f = self.energy(self.grid)  # (n * n,)
         f_max = f.max().detach()
-        # Terms below e^-60 of the largest change log Z by < 1e-22; clamping keeps exp() away
-        # from subnormal floats, which are two orders of magnitude slower on many CPUs.
+        # log-sum-exp. Terms below e^-60 of the largest change log Z by < 1e-22;
+        # clamping them keeps exp() away from slow subnormal floats.
         rel = (f - f_max).clamp(min=-60.0)
         return f_max + rel.exp().sum().log() + self.log_cell_area
 
