@@ -115,6 +115,7 @@ def test_static_bundle_has_player_and_png_but_no_widget(static, monkeypatch):
     assert len(re.findall(r"data:image/png;base64,", html)) == len(fig.frames()) == 11
     assert "https://" not in html and "http://" not in html and "font-awesome" not in html
     assert "<svg" in html  # icons are inline
+    assert f'<img alt="{fig.describe()}"' in html  # the animated image has alt text
     assert len(html) < 1_500_000
     w, h = _png(data["image/png"])
     assert 800 <= w <= 1400 and 100 <= h <= 700  # four panels across the text width
@@ -323,7 +324,8 @@ def test_animation_html_helper_closes_pyplot_figure():
 def test_offline_player_replaces_every_icon():
     from matplotlib import _animation_data
 
-    html = display._offline_player(_animation_data.JS_INCLUDE + _animation_data.DISPLAY_TEMPLATE)
+    html = display._offline_player(_animation_data.JS_INCLUDE + _animation_data.DISPLAY_TEMPLATE,
+                                    "an animation")
     assert "font-awesome" not in html and 'class="fa' not in html
     assert html.count("<svg") == 9
 

@@ -37,6 +37,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from html import escape
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, TypeVar, Union
@@ -134,9 +135,11 @@ _ICONS = {  # inline SVG for the player buttons (Matplotlib's template uses a CD
 }
 
 
-def _offline_player(html: str) -> str:
-    """Make Matplotlib's JS player self-contained: no CDN stylesheet, inline SVG icons."""
+def _offline_player(html: str, alt: str) -> str:
+    """Make Matplotlib's JS player self-contained (no CDN stylesheet, inline SVG icons)
+    and accessible (``alt`` text on the frame image)."""
     html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html, flags=re.DOTALL)
+    html = html.replace('<img id="', f'<img alt="{escape(alt, quote=True)}" id="', 1)
 
     def icon(match: re.Match[str]) -> str:
         path = _ICONS.get(match.group(1).strip(), '<circle cx="8" cy="8" r="3"/>')
@@ -157,6 +160,7 @@ def animation_html(
     default_mode: str = "loop",
     dpi: float = _FRAME_DPI,
     close: bool = True,
+    alt: str = "Animation",
 ) -> str:
     r"""A self-contained JavaScript animation player (HTML) of ``update`` over ``frames``.
 
@@ -175,6 +179,7 @@ def animation_html(
         dpi: resolution of the frames (modest, to keep the page small).
         close: if ``fig`` is managed by pyplot, close it afterwards so that the inline
             backend does not show it a second time.
+        alt: text alternative of the animated image, for screen readers.
 
     Returns:
         The HTML of the player (a ``<div>``, a ``<style>`` and a ``<script>``).
@@ -207,7 +212,7 @@ def animation_html(
     finally:
         if close and plt.fignum_exists(getattr(fig, "number", -1)):
             plt.close(fig)
-    return _offline_player(html)
+    return _offline_player(html, alt)
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -480,7 +485,8 @@ class Interactive:
             self._call_draw(ax, frames[i], seed=0)
 
         return animation_html(fig, update, range(len(frames)), fps=self._fps,
-                              default_mode=self._mode, dpi=_FRAME_DPI)
+                              default_mode=self._mode, dpi=_FRAME_DPI,
+                              alt=self.describe())
 
     # --------------------------------------------------------------------- public API
 
