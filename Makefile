@@ -18,6 +18,10 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 JB_FLAGS ?= -W -n --keep-going
 STAMP := $(VENV)/.gmbook-installed
+# PyTorch's threads wait passively instead of spinning: a busy 2-core machine then slows
+# the tests and the build down gracefully instead of tenfold.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 CHAPTERS = $(shell grep -rl --include='*.md' '^kernelspec:' book)
 
 .PHONY: help book test pdf notebooks clean distclean check-latex setup

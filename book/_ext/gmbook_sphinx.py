@@ -10,7 +10,8 @@ It does four things, each on every build (``make book`` or a bare ``jupyter-book
    every notebook re-executes. Unchanged sources hit the cache. Old fingerprints are pruned.
 2. **Static mode for kernels.** ``GMBOOK_STATIC=1`` is exported before any kernel starts, so
    ``gmbook.display`` renders a JavaScript player plus a still image instead of live widgets,
-   and progress bars stay out of the built pages.
+   and progress bars stay out of the built pages. ``OMP_WAIT_POLICY=PASSIVE`` keeps PyTorch's
+   threads from spinning, so that a busy machine slows the build down gracefully.
 3. **One set of math macros.** The MathJax macros in ``_config.yml`` become ``\\newcommand``
    lines of the LaTeX preamble; ``\\newcommand`` fails loudly if a name is already taken.
 4. **Execution budget.** After the build, each executed page's run time is logged and written
@@ -142,6 +143,10 @@ def _report_execution(app: Sphinx, exception: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     os.environ["GMBOOK_STATIC"] = "1"  # inherited by every kernel myst-nb starts
+    # PyTorch's OpenMP threads spin while they wait. On a 2-core machine that also runs
+    # anything else, spinning threads slow a chapter down tenfold or more; passive
+    # waiting costs about a third when the machine is idle and keeps the build robust.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app.add_config_value("gmbook_watch", [], "env", list)
     app.add_config_value("gmbook_time_budget", 90.0, "", float)
     app.connect("config-inited", _pin_cache_to_fingerprint, priority=900)
