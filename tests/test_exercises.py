@@ -9,12 +9,15 @@ implementations (not against a retyped formula).
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
@@ -31,7 +34,9 @@ from gmbook.exercises import (
     register,
 )
 
-NAMES = ["gaussian_mle", "kl_gaussians", "linear_path", "standardize"]
+CHAPTER_1 = ["gaussian_mle", "kl_gaussians", "linear_path", "standardize"]
+EVALUATION = ["bits_per_dim", "frechet_gaussians", "mmd2_unbiased"]
+NAMES = CHAPTER_1 + EVALUATION
 
 
 def _bt(t: Tensor, x: Tensor) -> Tensor:
@@ -103,13 +108,97 @@ def test_standardize_reference_has_zero_mean_unit_population_std() -> None:
     torch.testing.assert_close(z * std + mean, x)
 
 
+def test_mmd2_reference_matches_a_double_loop() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    y = 1 + torch.randn(4, 2, generator=g, dtype=torch.float64)
+    h = 0.7
+
+    def k(a: Tensor, b: Tensor) -> float:
+        return math.exp(-sum((float(u) - float(v)) ** 2 for u, v in zip(a, b)) / (2 * h * h))
+
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    got = exercises._mmd2_unbiased(x, y, h)
+    assert got.shape == () and got.dtype == torch.float64
+    assert got.item() == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+
+
+def test_mmd2_reference_is_unbiased_and_negative_on_identical_sets() -> None:
+    g = torch.Generator().manual_seed(2)
+    # y = x: with S the sum of k(x_i, x_j) over i != j, the estimate is
+    # 2 S / (n^2 (n - 1)) - 2 / n <= 0 (zero only if all the points coincide)
+    x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    kxx = torch.exp(-torch.cdist(x, x) ** 2 / (2 * 1.5**2))
+    s, n = (kxx.sum() - kxx.trace()).item(), 6
+    same = exercises._mmd2_unbiased(x, x.clone(), 1.5).item()
+    assert same == pytest.approx(2 * s / (n * n * (n - 1)) - 2 / n, rel=1e-12) and same < 0
+    # P = Q: the estimate averages to 0 (the biased one stays positive)
+    draws = torch.stack(
+        [
+            exercises._mmd2_unbiased(
+                torch.randn(4, 2, generator=g, dtype=torch.float64),
+                torch.randn(5, 2, generator=g, dtype=torch.float64),
+                1.0,
+            )
+            for _ in range(400)
+        ]
+    )
+    assert abs(draws.mean().item()) < 4 * draws.std().item() / 20
+
+
+def test_bits_per_dim_reference_uniform_over_bins_gives_log2_levels() -> None:
+    # A uniform density on [0, K w]^D with bins of width w puts probability 1/K^D on
+    # every bin: log2(K) bits per dim. Its nll is D ln(K w) nats.
+    for levels, width, dim in ((256, 1 / 256, 784), (16, 2 / 16, 3), (2, 0.5, 1), (255, 1.0, 2)):
+        nll = dim * math.log(levels * width)
+        bpd = exercises._bits_per_dim(nll, dim, width)
+        assert isinstance(bpd, float)
+        assert bpd == pytest.approx(math.log2(levels), rel=1e-12)
+    # continuous: a standard normal in D dims, bits = -log2 density / D
+    z = torch.randn(10, dtype=torch.float64)
+    nll = -Normal(0.0, 1.0).log_prob(z).sum().item()
+    want = -sum(math.log2(math.exp(-v * v / 2) / math.sqrt(2 * math.pi)) for v in z.tolist()) / 10
+    assert exercises._bits_per_dim(nll, 10, None) == pytest.approx(want, rel=1e-12)
+    assert exercises._bits_per_dim(nll, 10, 1.0) == exercises._bits_per_dim(nll, 10, None)
+
+
+def _spd(d: int, g: torch.Generator) -> Tensor:
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return a @ a.T + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def test_frechet_reference_matches_1d_closed_form_and_scipy_sqrtm() -> None:
+    g = torch.Generator().manual_seed(3)
+    m1, m2, v1, v2 = 0.3, -1.2, 2.5, 0.4
+    got = exercises._frechet_gaussians(
+        torch.tensor([m1], dtype=torch.float64), torch.tensor([[v1]], dtype=torch.float64),
+        torch.tensor([m2], dtype=torch.float64), torch.tensor([[v2]], dtype=torch.float64),
+    )
+    assert got.shape == ()
+    assert got.item() == pytest.approx((m1 - m2) ** 2 + (v1**0.5 - v2**0.5) ** 2, rel=1e-12)
+    for d in (2, 3, 5):
+        mu1, mu2 = torch.randn(2, d, generator=g, dtype=torch.float64)
+        c1, c2 = _spd(d, g), _spd(d, g)
+        r1 = scipy.linalg.sqrtm(c1.numpy())
+        cross = np.trace(scipy.linalg.sqrtm(r1 @ c2.numpy() @ r1)).real
+        want = ((mu1 - mu2) ** 2).sum().item() + np.trace(c1.numpy() + c2.numpy()) - 2 * cross
+        got = exercises._frechet_gaussians(mu1, c1, mu2, c2)
+        assert got.item() == pytest.approx(want, rel=1e-10)
+        assert got.item() == pytest.approx(exercises._frechet_gaussians(mu2, c2, mu1, c1).item())
+        assert exercises._frechet_gaussians(mu1, c1, mu1, c1).abs().item() < 1e-10
+
+
 # --------------------------------------------------------------------------------------
 # Every checker: reference passes, cases reproducible, edge cases present
 # --------------------------------------------------------------------------------------
 
 
-def test_available_lists_the_chapter_1_checkers() -> None:
-    assert set(NAMES) <= set(available())
+def test_available_lists_the_chapter_1_and_evaluation_checkers() -> None:
+    assert set(CHAPTER_1) <= set(available())
+    assert set(EVALUATION) <= set(available())
     assert available() == sorted(available())
 
 
@@ -255,6 +344,137 @@ def _std_wrong_axis(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return (x - mean) / std, mean[:, 0], std[:, 0]
 
 
+def _gram(a: Tensor, b: Tensor, h: float) -> Tensor:
+    return torch.exp(-torch.cdist(a, b) ** 2 / (2 * h**2))  # (n, m), as a reader might
+
+
+def _off_diagonal_mean(k: Tensor) -> Tensor:
+    n = k.shape[0]
+    return (k.sum() - k.trace()) / (n * (n - 1))
+
+
+def _mmd_biased(x: Tensor, y: Tensor, h: float) -> Tensor:
+    return _gram(x, x, h).mean() + _gram(y, y, h).mean() - 2 * _gram(x, y, h).mean()
+
+
+def _mmd_zero_diagonal_mean(x: Tensor, y: Tensor, h: float) -> Tensor:
+    kxx, kyy = _gram(x, x, h).fill_diagonal_(0), _gram(y, y, h).fill_diagonal_(0)
+    return kxx.mean() + kyy.mean() - 2 * _gram(x, y, h).mean()
+
+
+def _mmd_with(kernel: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> Tensor:
+    return (
+        _off_diagonal_mean(kernel(x, x))
+        + _off_diagonal_mean(kernel(y, y))
+        - 2 * kernel(x, y).mean()
+    )
+
+
+def _mmd_h_as_variance(x: Tensor, y: Tensor, h: float) -> Tensor:
+    return _mmd_with(lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * h)), x, y)
+
+
+def _mmd_no_two(x: Tensor, y: Tensor, h: float) -> Tensor:
+    return _mmd_with(lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / h**2), x, y)
+
+
+def _mmd_unsquared(x: Tensor, y: Tensor, h: float) -> Tensor:
+    return _mmd_with(lambda a, b: torch.exp(-torch.cdist(a, b) / (2 * h**2)), x, y)
+
+
+def _mmd_cross_once(x: Tensor, y: Tensor, h: float) -> Tensor:
+    return (
+        _off_diagonal_mean(_gram(x, x, h))
+        + _off_diagonal_mean(_gram(y, y, h))
+        - _gram(x, y, h).mean()
+    )
+
+
+def _mmd_equal_sizes(x: Tensor, y: Tensor, h: float) -> Tensor:
+    # Gretton's h-statistic for n == m; fails on n != m with a shape error
+    kxy = _gram(x, y, h)
+    return _off_diagonal_mean(_gram(x, x, h) + _gram(y, y, h) - kxy - kxy.T)
+
+
+def _bpd_nats(nll: float, dim: int, width: float | None) -> float:
+    return (nll - (dim * math.log(width) if width is not None else 0.0)) / dim
+
+
+def _bpd_nats_tensor(nll: float, dim: int, width: float | None) -> Tensor:
+    return torch.tensor(_bpd_nats(nll, dim, width))  # float32: compared at its precision
+
+
+def _bpd_per_point(nll: float, dim: int, width: float | None) -> float:
+    return (nll - (dim * math.log(width) if width is not None else 0.0)) / math.log(2)
+
+
+def _bpd_sign(nll: float, dim: int, width: float | None) -> float:
+    return (nll + (dim * math.log(width) if width is not None else 0.0)) / (dim * math.log(2))
+
+
+def _bpd_log2_width(nll: float, dim: int, width: float | None) -> float:
+    return (nll - (dim * math.log2(width) if width is not None else 0.0)) / (dim * math.log(2))
+
+
+def _bpd_continuous_only(nll: float, dim: int, width: float | None) -> float:
+    return nll / dim / math.log(2)
+
+
+def _bpd_one_bin(nll: float, dim: int, width: float | None) -> float:
+    return (nll - (math.log(width) if width is not None else 0.0)) / (dim * math.log(2))
+
+
+def _bpd_none(nll: float, dim: int, width: float | None) -> float:
+    return (nll - dim * math.log(width)) / (dim * math.log(2))  # type: ignore[arg-type]
+
+
+def _bpd_torch_log(nll: float, dim: int, width: float | None) -> Tensor:
+    correction = dim * torch.log(width) if width is not None else 0.0  # type: ignore[arg-type]
+    return (nll - correction) / (dim * math.log(2))
+
+
+def _fd(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor, trace_sqrt: Any) -> Tensor:
+    return ((mu1 - mu2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * trace_sqrt
+
+
+def _sqrtm(a: Tensor) -> Tensor:
+    return torch.from_numpy(scipy.linalg.sqrtm(a.numpy()).real)
+
+
+def _fd_no_sqrt(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return _fd(mu1, cov1, mu2, cov2, (cov1 @ cov2).trace())
+
+
+def _fd_eigh_product(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    evals, evecs = torch.linalg.eigh(cov1 @ cov2)
+    root = evecs @ torch.diag(evals.sqrt()) @ evecs.T
+    return _fd(mu1, cov1, mu2, cov2, root.trace())
+
+
+def _fd_elementwise(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return _fd(mu1, cov1, mu2, cov2, torch.sqrt(cov1 @ cov2).trace())
+
+
+def _fd_split_roots(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return _fd(mu1, cov1, mu2, cov2, (_sqrtm(cov1) @ _sqrtm(cov2)).trace())
+
+
+def _fd_no_mean(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return (cov1 + cov2 - 2 * _sqrtm(cov1 @ cov2)).trace()
+
+
+def _fd_mean_norm(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(mu1 - mu2) + _fd_no_mean(mu1, cov1, mu2, cov2)
+
+
+def _fd_w2(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return _fd(mu1, cov1, mu2, cov2, _sqrtm(cov1 @ cov2).trace()).sqrt()
+
+
+def _fd_complex(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+    return _fd(mu1, cov1, mu2, cov2, torch.linalg.eigvals(cov1 @ cov2).sqrt().sum())
+
+
 WRONG: list[tuple[str, Callable[..., Any], str, str]] = [
     # (checker, wrong answer, fragment of the failing case's header, fragment of hint)
     ("gaussian_mle", _mle_unbiased, "case 1/", "divided by n - 1"),
@@ -279,6 +499,30 @@ WRONG: list[tuple[str, Callable[..., Any], str, str]] = [
     ("standardize", _std_global, "case 1/", "one mean and std for all entries"),
     ("standardize", _std_global_expanded, "case 1/", "one mean and std for all entries"),
     ("standardize", _std_wrong_axis, "case 1/", "not over dim=1"),
+    ("mmd2_unbiased", _mmd_biased, "case 1/", "the biased estimate (a V-statistic"),
+    ("mmd2_unbiased", _mmd_zero_diagonal_mean, "case 1/", "divide by n(n - 1)"),
+    ("mmd2_unbiased", _mmd_h_as_variance, "case 1/", "not by 2 * bandwidth."),
+    ("mmd2_unbiased", _mmd_no_two, "case 1/", "you dropped the factor 2"),
+    ("mmd2_unbiased", _mmd_unsquared, "case 1/", "torch.cdist returns distances"),
+    ("mmd2_unbiased", _mmd_cross_once, "case 1/", "subtract 2 * mean"),
+    ("mmd2_unbiased", _mmd_equal_sizes, "(from case 3)", "The cross average keeps every"),
+    ("bits_per_dim", _bpd_nats, "case 1/", "divide by ln 2"),
+    ("bits_per_dim", _bpd_nats_tensor, "case 1/", "divide by ln 2"),
+    ("bits_per_dim", _bpd_per_point, "case 1/", "That is bits per data point"),
+    ("bits_per_dim", _bpd_sign, "case 1/", "the wrong sign"),
+    ("bits_per_dim", _bpd_log2_width, "case 1/", "Mixed units"),
+    ("bits_per_dim", _bpd_continuous_only, "case 1/", "subtract dim * ln(bin_width)"),
+    ("bits_per_dim", _bpd_one_bin, "case 1/", "one bin per dimension"),
+    ("bits_per_dim", _bpd_none, "bin_width=None", "bin_width=None means continuous"),
+    ("bits_per_dim", _bpd_torch_log, "case 1/", "use math.log"),
+    ("frechet_gaussians", _fd_no_sqrt, "case 1/", "You used tr(cov1 @ cov2)"),
+    ("frechet_gaussians", _fd_eigh_product, "case 1/", "reads only its lower triangle"),
+    ("frechet_gaussians", _fd_elementwise, "case 1/", "torch.sqrt is element-wise"),
+    ("frechet_gaussians", _fd_split_roots, "case 1/", "unless the covariances commute"),
+    ("frechet_gaussians", _fd_no_mean, "case 1/", "The mean term |mu1 - mu2|^2 is missing"),
+    ("frechet_gaussians", _fd_mean_norm, "case 1/", "not the norm"),
+    ("frechet_gaussians", _fd_w2, "case 1/", "You returned the 2-Wasserstein distance"),
+    ("frechet_gaussians", _fd_complex, "case 1/", "keep the real part"),
 ]
 
 
@@ -318,6 +562,52 @@ def test_correct_alternatives_pass() -> None:
     assert check("linear_path", lambda x0, x1, t: (x0 + _bt(t, x0) * (x1 - x0), x1 - x0))
 
 
+def test_mmd2_correct_alternatives_pass() -> None:
+    assert check("mmd2_unbiased", lambda x, y, h: _mmd_with(lambda a, b: _gram(a, b, h), x, y))
+
+    def expanded(x: Tensor, y: Tensor, h: float) -> Tensor:  # |a|^2 + |b|^2 - 2 a.b
+        def k(a: Tensor, b: Tensor) -> Tensor:
+            d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+            return torch.exp(-d2 / (2 * h * h))
+
+        n, m = len(x), len(y)
+        kxx, kyy = k(x, x).fill_diagonal_(0), k(y, y).fill_diagonal_(0)
+        return kxx.sum() / (n * (n - 1)) + kyy.sum() / (m * (m - 1)) - 2 * k(x, y).mean()
+
+    assert check("mmd2_unbiased", expanded)
+
+
+def test_bits_per_dim_accepts_a_float_or_a_0_dim_tensor() -> None:
+    def bpd(nll: float, dim: int, width: float | None) -> float:
+        if width is not None:
+            nll -= dim * math.log(width)
+        return nll / (dim * math.log(2))
+
+    assert check("bits_per_dim", bpd)
+    assert check("bits_per_dim", lambda n, d, w: torch.tensor(bpd(n, d, w), dtype=torch.float64))
+    assert check("bits_per_dim", lambda n, d, w: torch.tensor(bpd(n, d, w)))  # float32
+    assert check("bits_per_dim", lambda n, d, w: np.float64(bpd(n, d, w)))
+    assert check("bits_per_dim", lambda n, d, w: np.float32(bpd(n, d, w)))
+    # the same thing in bits from the start: -log2 of the bin probability, per dim
+    assert check(
+        "bits_per_dim",
+        lambda n, d, w: (n / math.log(2) - (d * math.log2(w) if w else 0.0)) / d,
+    )
+
+
+def test_frechet_correct_alternatives_pass() -> None:
+    assert check(
+        "frechet_gaussians",
+        lambda m1, c1, m2, c2: _fd(m1, c1, m2, c2, _sqrtm(c1 @ c2).trace()),  # FID code
+    )
+    assert check(
+        "frechet_gaussians",
+        lambda m1, c1, m2, c2: _fd(
+            m1, c1, m2, c2, torch.linalg.eigvals(c1 @ c2).real.sqrt().sum()
+        ),
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Exceptions, wrong types, tuple lengths, shapes, dtypes, NaN, in-place changes
 # --------------------------------------------------------------------------------------
@@ -341,6 +631,24 @@ def test_exception_on_an_edge_case_names_that_case() -> None:
 
     result = check("gaussian_mle", only_many)
     _assert_failed(result, "edge: a single sample, n=1", "ZeroDivisionError: need two samples")
+    assert "The other 8 cases passed." in result.message
+
+
+def test_exceptions_of_the_evaluation_checkers_are_reported() -> None:
+    def no_sqrtm(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
+        return torch.linalg.sqrtm(cov1)  # type: ignore[attr-defined]  # no such function
+
+    result = check("frechet_gaussians", no_sqrtm)
+    _assert_failed(result, "case 1/9", "raised AttributeError", "in no_sqrtm, line")
+    assert len(result.failures) == result.n_cases
+
+    def small_only(x: Tensor, y: Tensor, h: float) -> Tensor:
+        if len(x) == 2:
+            raise ZeroDivisionError("need three points")
+        return exercises._mmd2_unbiased(x, y, h)
+
+    result = check("mmd2_unbiased", small_only)
+    _assert_failed(result, "edge: two points per set", "ZeroDivisionError: need three points")
     assert "The other 8 cases passed." in result.message
 
 
@@ -371,6 +679,20 @@ def test_broadcast_error_in_linear_path_is_caught() -> None:
         ("linear_path", lambda x0, x1, t: (x0 * 0 + float("nan"), x1 - x0), "x_t contains NaN"),
         ("gaussian_mle", lambda x: (torch.cov(x.T, correction=0), x.mean(0)),
          "the outputs are in the wrong order: you returned (cov, mean); return (mean, cov)"),
+        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x, y, h).item(),
+         "mmd2 is a float (0.09302); expected a torch.Tensor of shape () (do not call"),
+        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x, y, h).reshape(1),
+         "mmd2 has shape (1,), expected () (the values are right"),
+        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x.double(), y.double(), h),
+         "mmd2 has dtype float64, expected float32"),
+        ("bits_per_dim", lambda n, d, w: torch.tensor([1.0]),
+         "bpd is a Tensor of shape (1,); expected a number (a Python float, or a 0-dim"),
+        ("bits_per_dim", lambda n, d, w: None, "bpd is None; expected a number"),
+        ("bits_per_dim", lambda n, d, w: "8 bits", "bpd is a str; expected a number"),
+        ("bits_per_dim", lambda n, d, w: (n / d, d), "expected a single number bpd"),
+        ("bits_per_dim", lambda n, d, w: float("nan"), "bpd contains NaN"),
+        ("frechet_gaussians", lambda m1, c1, m2, c2: exercises._frechet_gaussians(
+            m1, c1, m2, c2).reshape(1, 1), "frechet has shape (1, 1), expected ()"),
     ],
 )
 def test_wrong_structure_is_reported(name: str, fn: Callable[..., Any], fragment: str) -> None:

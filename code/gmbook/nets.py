@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "DigitClassifier",
     "MLP",
     "SinusoidalEmbedding",
     "append_dims",
@@ -356,6 +357,53 @@ class MLP(nn.Module):
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden={self.hidden}, "
             f"depth={self.depth}, time_dim={self.time_dim}"
         )
+
+
+class DigitClassifier(nn.Module):
+    r"""A small convolutional classifier of the 8x8 digits.
+
+    Two 3x3 convolutions (16 and 32 channels, SiLU), 2x2 average pooling, and two linear
+    layers. Its penultimate activations, :meth:`features`, play the role that the
+    Inception network's features play in the Frechet Inception Distance (Heusel et al.,
+    2017): the evaluation chapter computes a Frechet distance on them
+    (``book/foundations/evaluation.md``).
+
+    Args:
+        n_features: width of the feature layer.
+        n_classes: number of classes.
+
+    Example:
+        >>> net = DigitClassifier()
+        >>> net(torch.zeros(5, 1, 8, 8)).shape, net.features(torch.zeros(5, 1, 8, 8)).shape
+        (torch.Size([5, 10]), torch.Size([5, 64]))
+    """
+
+    def __init__(self, n_features: int = 64, n_classes: int = 10) -> None:
+        super().__init__()
+        for name, value in (("n_features", n_features), ("n_classes", n_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DigitClassifier: {name} must be a positive int, got {value!r}")
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(),  # (B, 16, 8, 8)
+            nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(),  # (B, 32, 8, 8)
+            nn.AvgPool2d(2), nn.Flatten(),  # (B, 32 * 4 * 4)
+            nn.Linear(32 * 4 * 4, n_features), nn.SiLU(),  # (B, n_features)
+        )
+        self.head = nn.Linear(n_features, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        r"""Penultimate features, shape ``(B, n_features)``, of images ``x`` ``(B, 1, 8, 8)``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"DigitClassifier: x must be a tensor, got {type(x).__name__}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
+            raise ValueError(
+                f"DigitClassifier: x must have shape (B, 1, 8, 8), got {tuple(x.shape)}"
+            )
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        r"""Class logits, shape ``(B, n_classes)``, of images ``x`` ``(B, 1, 8, 8)``."""
+        return self.head(self.features(x))
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
