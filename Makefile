@@ -6,6 +6,7 @@
 #   make test       the test suite
 #   make pdf        the PDF in _build/latex/gmbook.pdf (reuses executed outputs)
 #   make notebooks  regenerate the paired .ipynb of every chapter from its .md
+#   make bench      the benchmark of every model family: benchmarks/results/results.{json,md}
 #   make clean      remove build outputs (keeps .venv); `make distclean` removes .venv too
 
 SHELL := /bin/bash
@@ -24,10 +25,10 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 CHAPTERS = $(shell grep -rl --include='*.md' '^kernelspec:' book)
 
-.PHONY: help book test pdf notebooks clean distclean check-latex setup
+.PHONY: help book test bench pdf notebooks clean distclean check-latex setup
 
 help:
-	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: $(STAMP)
 
@@ -45,6 +46,11 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# A benchmark, not a test: it asserts nothing and its timings depend on the machine.
+# Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--datasets two_moons --n 500".
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 check-latex:
 	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { \

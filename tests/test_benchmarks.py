@@ -1,0 +1,193 @@
+"""The benchmark runner (``benchmarks/``, run by ``make bench``): registry, baselines, CLI.
+
+The benchmark itself asserts nothing about speed; these tests check that the runner writes
+what it promises, that the baselines are the maximum-likelihood fits they claim to be, and
+one honest comparison of their held-out likelihoods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import baselines  # noqa: E402
+from benchmarks.registry import ENTRIES, Entry, Trained, load_entries, register  # noqa: E402
+from benchmarks.run import main, to_markdown  # noqa: E402
+from gmbook.data import toy  # noqa: E402
+
+BASELINES = ("gaussian", "gaussian_mixture")
+RECORD_KEYS = {
+    "entry", "family", "chapter", "description", "dataset", "n_train", "train_seconds",
+    "nfe", "sample_seconds_per_1000", "sample_seconds_runs", "scorecard", "ratios", "nll",
+    "entropy", "kl",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run of the CLI with tiny settings on two moons: (exit status, report, markdown)."""
+    out = tmp_path_factory.mktemp("bench")
+    state = torch.get_rng_state()
+    # Only the baselines: the chapters' entries train for longer than a unit test may.
+    status = main(["--datasets", "two_moons", "--entries", *BASELINES, "--n", "200",
+                   "--repeats", "2", "--out", str(out)])
+    assert torch.equal(torch.get_rng_state(), state), "the runner changed the global RNG"
+    report = json.loads((out / "results.json").read_text())
+    return status, report, (out / "results.md").read_text()
+
+
+def _record(report, entry, dataset="two_moons"):
+    (rec,) = [r for r in report["results"] if r["entry"] == entry and r["dataset"] == dataset]
+    return rec
+
+
+def test_registry_has_both_baselines_with_unique_names():
+    entries = load_entries()
+    assert set(BASELINES) <= set(entries)
+    assert len(set(entries)) == len(entries)
+    for entry in entries.values():
+        assert isinstance(entry, Entry)
+        assert entry.chapter.startswith("book/") and entry.chapter.endswith(".md")
+    with pytest.raises(ValueError, match="already registered"):
+        register(Entry(name="gaussian", family="x", chapter="book/x.md",
+                       train=lambda ds, g: None))
+
+
+def test_register_decorator_returns_the_function():
+    def train(dataset, generator):
+        return Trained(sample=lambda n, *, generator=None: torch.zeros(n, 2), nfe=0)
+
+    try:
+        assert register(name="dummy_for_test", family="x", chapter="book/x.md")(train) is train
+        assert ENTRIES["dummy_for_test"].train is train
+    finally:
+        ENTRIES.pop("dummy_for_test", None)
+
+
+def test_main_writes_json_and_markdown(tiny_run, capsys):
+    status, report, markdown = tiny_run
+    assert status == 0
+    assert {"metadata", "settings", "results"} <= set(report)
+    assert {"date", "torch", "cpu_count", "commit"} <= set(report["metadata"])
+    assert report["settings"]["n"] == 200 and report["settings"]["repeats"] == 2
+    assert [r["entry"] for r in report["results"]] == list(BASELINES)
+    for rec in report["results"]:
+        assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)
+        assert rec["train_seconds"] > 0 and rec["sample_seconds_per_1000"] > 0
+        assert rec["nfe"] == 0
+        for value in rec["ratios"].values():
+            assert value is not None and math.isfinite(value["ratio"])
+        for key in ("nll", "entropy", "kl"):
+            assert math.isfinite(rec[key]["mean"]) and rec[key]["se"] > 0
+    assert "## two_moons" in markdown
+    header = [line for line in markdown.splitlines() if line.startswith("| entry |")]
+    assert len(header) == 1 and "W2 ratio" in header[0] and "KL gap" in header[0]
+    assert "| gaussian_mixture |" in markdown
+    # The Markdown is rendered from the JSON alone.
+    assert to_markdown(report) == markdown
+
+
+def test_gaussian_is_fitted_to_the_sample_moments():
+    dataset = toy("two_moons")
+    model = ENTRIES["gaussian"].train(dataset, torch.Generator().manual_seed(3))
+    x = dataset.sample(baselines.N_TRAIN, generator=torch.Generator().manual_seed(3))
+    x = x.double().numpy()
+    np.testing.assert_allclose(model.means[0].numpy(), x.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.covariances[0].numpy(), np.cov(x.T, bias=True),
+                               rtol=1e-12, atol=1e-12)
+    assert model.weights.tolist() == [1.0] and model.nfe == 0
+
+
+def test_mixture_log_prob_and_sampler_are_exact():
+    """The torch wrapper's density equals torch.distributions', and its samples' moments."""
+    gen = torch.Generator().manual_seed(1)
+    model = baselines.GaussianMixtureModel.fit_em(
+        toy("eight_gaussians").sample(4000, generator=gen), 3, random_state=0)
+    d = torch.distributions
+    reference = d.MixtureSameFamily(
+        d.Categorical(model.weights), d.MultivariateNormal(model.means, model.covariances))
+    x = torch.randn(500, 2, generator=gen, dtype=torch.float64) * 2
+    torch.testing.assert_close(model.log_prob(x), reference.log_prob(x), rtol=0, atol=1e-10)
+    s = model.sample(200_000, generator=gen).double()
+    mean = (model.weights[:, None] * model.means).sum(0)
+    torch.testing.assert_close(s.mean(0), mean, rtol=0, atol=0.02)
+
+
+def test_mixture_beats_gaussian_and_respects_the_entropy_floor(tiny_run):
+    """Held-out NLL on two moons: EM mixture < single Gaussian, and NLL >= H(p) - 3 se."""
+    _, report, _ = tiny_run
+    gaussian, mixture = _record(report, "gaussian"), _record(report, "gaussian_mixture")
+    diff_se = math.hypot(gaussian["nll"]["se"], mixture["nll"]["se"])
+    assert mixture["nll"]["mean"] < gaussian["nll"]["mean"] - 3 * diff_se
+    # NLL - entropy = KL(p || q) >= 0: the paired estimate may not be significantly negative.
+    kl = mixture["kl"]
+    assert kl["mean"] > -3 * kl["se"]
+    entropy = mixture["entropy"]
+    assert mixture["nll"]["mean"] > entropy["mean"] - 3 * math.hypot(
+        mixture["nll"]["se"], entropy["se"])
+    # The entropy is estimated on the same test points, so NLL - entropy is the paired KL.
+    for rec in (gaussian, mixture):
+        assert rec["nll"]["mean"] - rec["entropy"]["mean"] == pytest.approx(rec["kl"]["mean"])
+
+
+def test_mixture_samples_look_more_like_the_data(tiny_run):
+    """Two moons, n = 200: the Gaussian's W2 ratio exceeds the mixture's by many spreads."""
+    _, report, _ = tiny_run
+    gaussian, mixture = (
+        _record(report, e)["ratios"]["w2"] for e in ("gaussian", "gaussian_mixture"))
+    assert gaussian["ratio"] - mixture["ratio"] > 2 * (gaussian["spread"] + mixture["spread"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--entries", "no_such_model"], "unknown entry 'no_such_model'"),
+     (["--datasets", "two_moons", "swiss_roll"], "unknown dataset 'swiss_roll'")],
+)
+def test_unknown_names_exit_with_a_clear_message(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "choose from" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_sampling_only_and_broken_entries(tmp_path, capsys):
+    """A model without log_prob gets no NLL; a failing entry is reported, the rest still run."""
+
+    @register(name="data_itself_for_test", family="x", chapter="book/x.md")
+    def train_sampler(dataset, generator):
+        return Trained(sample=dataset.sample, nfe=3)
+
+    @register(name="broken_for_test", family="x", chapter="book/x.md")
+    def train_broken(dataset, generator):
+        raise RuntimeError("this entry is broken on purpose")
+
+    try:
+        status = main(["--datasets", "eight_gaussians", "--entries", "broken_for_test",
+                       "data_itself_for_test", "--n", "100", "--repeats", "2",
+                       "--out", str(tmp_path)])
+    finally:
+        ENTRIES.pop("data_itself_for_test", None)
+        ENTRIES.pop("broken_for_test", None)
+    assert status == 1
+    assert "this entry is broken on purpose" in capsys.readouterr().err
+    report = json.loads((tmp_path / "results.json").read_text())
+    broken = _record(report, "broken_for_test", "eight_gaussians")
+    assert broken["error"] == {"type": "RuntimeError", "message": "this entry is broken on purpose"}
+    sampler = _record(report, "data_itself_for_test", "eight_gaussians")
+    assert sampler["nfe"] == 3 and sampler["nll"] is None and sampler["kl"] is None
+    assert sampler["entropy"] is not None
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| broken_for_test | failed: RuntimeError |" in markdown
+    assert "| data_itself_for_test |" in markdown and "n/a" in markdown

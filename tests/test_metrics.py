@@ -1,0 +1,622 @@
+"""Tests of ``gmbook.metrics``: the claims the chapter "Evaluating generative models" cites.
+
+Each test's docstring names the claim. Every random draw uses an explicit, seeded
+``torch.Generator`` (conftest also seeds the global RNG), so the tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg as sla
+from scipy.stats import norm
+from torch.distributions import MultivariateNormal
+
+from gmbook import metrics
+from gmbook.data import DIGIT_LEVELS, Banana, EightGaussians, TwoMoons, digits
+from gmbook.metrics import (
+    DEFAULT_BANDWIDTHS,
+    Estimate,
+    Scorecard,
+    bits_per_dim,
+    density_coverage,
+    energy_distance,
+    entropy,
+    entropy_quadrature,
+    frechet_distance,
+    frechet_gaussians,
+    mmd2,
+    nll,
+    nll_report,
+    paired_kl,
+    precision_recall,
+    scorecard,
+    sliced_wasserstein2,
+    two_sample_test,
+    wasserstein2,
+)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class StandardNormal:
+    """N(0, I) in D dimensions with the book's sample/log_prob verbs (the ceiling model)."""
+
+    def __init__(self, dim: int = 2):
+        self.dim = dim
+
+    def sample(self, n, *, generator=None):
+        return torch.randn(n, self.dim, generator=generator)
+
+    def log_prob(self, x):
+        return -0.5 * x.square().sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+
+
+# --------------------------------------------------------------------------- Estimate, NLL
+
+
+def test_estimate_format_and_interval():
+    """An Estimate prints as "mean ± se" and its 95% interval is mean ± 1.96 se."""
+    e = Estimate(1.23449, 0.0051, 100)
+    assert f"{e:.3f}" == "1.234 ± 0.005"
+    assert str(e) == "1.234 ± 0.0051"
+    lo, hi = e.ci95()
+    assert hi - e.mean == pytest.approx(1.959964 * 0.0051, rel=1e-6)
+    assert e.mean - lo == pytest.approx(hi - e.mean)
+    with pytest.raises(ValueError):
+        Estimate(1.0, -0.1, 10)
+    with pytest.raises(ValueError):
+        Estimate(1.0, 0.1, 0)
+
+
+def test_nll_of_true_density_is_entropy():
+    """[eq-heldout-nll] The NLL of the true density on its own samples estimates the entropy:
+    for N(0, I_2), H = log(2 pi e) nats, within 3 standard errors."""
+    model = StandardNormal(2)
+    x = model.sample(20_000, generator=gen(1))
+    e = nll(model, x, batch_size=3000)  # several batches
+    assert e.n == 20_000
+    assert abs(e.mean - math.log(2 * math.pi * math.e)) < 3 * e.se
+    # a plain callable works too and gives the same numbers
+    assert nll(model.log_prob, x).mean == pytest.approx(e.mean, rel=1e-12)
+
+
+def test_nll_is_infinite_where_the_model_has_no_mass():
+    """A model with zero density at a held-out point has infinite NLL (reported, not hidden)."""
+    x = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    box = lambda z: torch.where(z.abs().max(1).values < 1, 0.0, -math.inf)  # noqa: E731
+    assert nll(box, x).mean == math.inf
+    with pytest.raises(ValueError, match="nan"):
+        nll(lambda z: torch.full((z.shape[0],), math.nan), x)
+    with pytest.raises(ValueError, match="shape"):
+        nll(lambda z: z, x)
+
+
+def test_bits_per_dim_uniform_over_levels_is_log2_levels():
+    """[eq-bpd] Bits/dim with the dequantization bound: a model uniform over the 17 bins of the digits
+    (width 2/16 on [-1, 1]) has bpd = log2(17), computed here from dequantized digits."""
+    width = 2 / (DIGIT_LEVELS - 1)
+    x = digits().reshape(-1, 64)[:300]
+    u = x + width * (torch.rand(x.shape, generator=gen(2)) - 0.5)  # uniform dequantization
+    lo, hi = -1 - width / 2, 1 + width / 2
+    assert bool(((u >= lo) & (u <= hi)).all())
+    log_volume = 64 * math.log(hi - lo)
+
+    def uniform(z):  # the density 1 / volume on the box of the 17 bins, in float64
+        return torch.full((z.shape[0],), -log_volume, dtype=torch.float64)
+
+    e = nll(uniform, u)
+    assert bits_per_dim(e.mean, 64, bin_width=width) == pytest.approx(math.log2(17), rel=1e-12)
+    # continuous data: NLL / (D ln 2), and an Estimate is converted with its se
+    assert bits_per_dim(2 * math.log(2), 2) == pytest.approx(1.0)
+    b = bits_per_dim(Estimate(2 * math.log(2), 0.2, 10), 2)
+    assert isinstance(b, Estimate) and b.mean == pytest.approx(1.0)
+    assert b.se == pytest.approx(0.2 / (2 * math.log(2)))
+
+
+def test_bits_per_dim_of_dequantized_exact_model_is_discrete_entropy():
+    """[prop-dequantization, eq-dequantization] The dequantization bound is tight for the model that spreads each level's probability
+    uniformly over its bin: its bpd is the discrete entropy in bits per (discrete) dimension."""
+    levels = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])  # 4 levels on [-1, 1], width 2/3
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    width = 2 / 3
+    k = torch.multinomial(probs, 40_000, replacement=True, generator=gen(3))
+    u = (levels[k] + width * (torch.rand(40_000, generator=gen(4)) - 0.5))[:, None]  # (N, 1)
+
+    def log_q(z):  # piecewise constant: P(level) / width on each bin
+        idx = ((z[:, 0] + 1 + width / 2) / width).floor().long().clamp(0, 3)
+        return (probs[idx] / width).log()
+
+    bpd = bits_per_dim(nll(log_q, u), 1, bin_width=width)
+    h_bits = float(-(probs * probs.log2()).sum())
+    assert abs(bpd.mean - h_bits) < 3 * bpd.se
+
+
+def _gaussian_kl(m0, s0, m1, s1):
+    """KL(N(m0, s0) || N(m1, s1)), closed form."""
+    d = m0.shape[0]
+    s1_inv = torch.linalg.inv(s1)
+    diff = m1 - m0
+    return 0.5 * float(
+        torch.trace(s1_inv @ s0) + diff @ s1_inv @ diff - d + torch.logdet(s1) - torch.logdet(s0)
+    )
+
+
+def test_paired_kl_matches_gaussian_closed_form_with_small_error():
+    """[eq-paired-kl] The paired estimate of KL(p || q) matches the Gaussian closed form within 3 se, and its
+    error bar is several times smaller than that of NLL(q) - H(p) from independent samples."""
+    dt = torch.float64
+    p = MultivariateNormal(torch.zeros(2, dtype=dt), torch.eye(2, dtype=dt))
+    q_cov = torch.tensor([[1.1, 0.1], [0.1, 0.9]], dtype=dt)  # a good model: KL about 0.015
+    q = MultivariateNormal(torch.tensor([0.1, -0.05], dtype=dt), q_cov)
+    x = torch.randn(20_000, 2, generator=gen(5), dtype=dt)
+    kl = paired_kl(q, p, x)
+    truth = _gaussian_kl(p.mean, p.covariance_matrix, q.mean, q.covariance_matrix)
+    assert abs(kl.mean - truth) < 3 * kl.se
+    unpaired = nll_report(nll(q, x), nll(p, torch.randn(20_000, 2, generator=gen(6), dtype=dt)))
+    assert unpaired.gap.se > 5 * kl.se
+    assert abs(unpaired.gap.mean - truth) < 4 * unpaired.gap.se
+    line = str(unpaired)
+    assert line.isascii() and "\n" not in line and line.startswith("NLL ")
+
+
+def test_paired_kl_rejects_points_outside_p():
+    """paired_kl needs points of p: log p = -inf means they are not."""
+    x = torch.tensor([[0.0, 0.0], [3.0, 3.0]])
+    inside = lambda z: torch.where(z.abs().max(1).values < 1, 0.0, -math.inf)  # noqa: E731
+    with pytest.raises(ValueError, match="samples of p"):
+        paired_kl(StandardNormal(), inside, x)
+
+
+# --------------------------------------------------------------------------- entropy
+
+
+@pytest.mark.parametrize(
+    "dist, lims, n_mc",
+    [
+        (TwoMoons(), (-3.0, 3.0), 20_000),
+        (EightGaussians(), (-2.0, 2.0), 50_000),
+        (Banana(), ((-7.0, 7.0), (-3.0, 30.0)), 50_000),
+    ],
+    ids=["two_moons", "eight_gaussians", "banana"],
+)
+def test_entropy_monte_carlo_agrees_with_quadrature(dist, lims, n_mc):
+    """H(p) by Monte Carlo, -mean log p(x), agrees with the grid quadrature within 3 se."""
+    h_quad = entropy_quadrature(dist, lims=lims, n=128)
+    h_mc = entropy(dist, n=n_mc, generator=gen(7))
+    assert abs(h_mc.mean - h_quad) < 3 * h_mc.se
+
+
+def test_entropy_closed_forms():
+    """Closed forms of the standardized toys' entropies, H(z) = H(x) - sum_d log sigma_d:
+    eight Gaussians (components 15 std apart, overlap < 1e-40): log 8 + log(2 pi e std^2);
+    banana (a Gaussian and a conditionally Gaussian factor): log(2 pi e) + log(std)."""
+    eight = EightGaussians()
+    h8 = math.log(8) + math.log(2 * math.pi * math.e * eight.std**2)
+    h8 -= float(torch.log(eight.standardizer.std).sum())
+    assert entropy_quadrature(eight, lims=(-2, 2), n=128) == pytest.approx(h8, abs=1e-10)
+    banana = Banana()
+    hb = math.log(2 * math.pi * math.e) + math.log(banana.std)
+    hb -= float(torch.log(banana.standardizer.std).sum())
+    h_quad = entropy_quadrature(banana, lims=((-7, 7), (-3, 30)), n=256)
+    assert h_quad == pytest.approx(hb, abs=1e-8)
+
+
+def test_entropy_quadrature_converges_for_two_moons():
+    """The grid entropy of the peaked two moons has converged at n = 128 (to 1e-8 of n = 160),
+    and a coarse grid or a box that cuts off mass is flagged by a warning."""
+    h128 = entropy_quadrature(TwoMoons(), lims=(-3, 3), n=128)
+    h160 = entropy_quadrature(TwoMoons(), lims=(-3, 3), n=160)
+    assert h128 == pytest.approx(h160, abs=1e-8)
+    with pytest.warns(RuntimeWarning, match="not 1"):
+        entropy_quadrature(TwoMoons(), lims=(-3, 3), n=40)
+    with pytest.warns(RuntimeWarning, match="widen lims"):
+        entropy_quadrature(EightGaussians(), lims=(-1, 1), n=64)
+
+
+# --------------------------------------------------------------------------- MMD and friends
+
+
+def test_unbiased_mmd2_has_mean_zero_under_the_null():
+    """[eq-mmd] For two samples of the same distribution the unbiased MMD^2 (U-statistic) has mean 0:
+    over 300 independent pairs the mean is within 3 se of 0 and many values are negative;
+    the biased V-statistic is always positive."""
+    data = EightGaussians()
+    g = gen(8)
+    u, v = [], []
+    for _ in range(300):
+        x, y = data.sample(40, generator=g), data.sample(40, generator=g)
+        u.append(float(mmd2(x, y)))
+        v.append(float(mmd2(x, y, unbiased=False)))
+    u = np.array(u)
+    assert abs(u.mean()) < 3 * u.std(ddof=1) / math.sqrt(len(u))
+    assert 0.2 < (u < 0).mean() < 0.8
+    assert min(v) > 0
+
+
+def test_mmd2_per_bandwidth_sums_to_total_and_follows_dtype():
+    """mmd2 per bandwidth is a (S,) tensor summing to the mixture value; float64 in, float64
+    out; gradients flow and the autograd path gives the same value as the in-place one."""
+    g = gen(9)
+    x, y = torch.randn(200, 2, generator=g, dtype=torch.float64), torch.randn(150, 2, generator=g)
+    per = mmd2(x, y, per_bandwidth=True)
+    assert per.shape == (len(DEFAULT_BANDWIDTHS),) and per.dtype == torch.float64
+    assert float(per.sum()) == pytest.approx(float(mmd2(x, y)), rel=1e-12)
+    xg = x.clone().requires_grad_(True)
+    value = mmd2(xg, y.double(), unbiased=False)
+    value.backward()
+    assert xg.grad is not None and bool(torch.isfinite(xg.grad).all())
+    plain = float(mmd2(x, y.double(), unbiased=False))  # no autograd: the in-place path
+    assert float(value.detach()) == pytest.approx(plain, rel=1e-10)
+    s = sliced_wasserstein2(xg, y.double(), generator=gen(1))
+    s.backward()
+    assert s.dtype == torch.float64
+
+
+def test_mmd2_blocks_give_the_same_value(monkeypatch):
+    """The blocked pairwise sums (bounded memory) give the same MMD^2 as one block."""
+    g = gen(10)
+    x = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(200, 3, generator=g, dtype=torch.float64)
+    whole = float(mmd2(x, y))
+    monkeypatch.setattr(metrics, "_BLOCK", 1000)  # blocks of 3 to 5 rows
+    assert float(mmd2(x, y)) == pytest.approx(whole, rel=1e-12)
+    assert float(energy_distance(x, y)) > 0
+
+
+def test_metrics_vanish_on_identical_sets():
+    """MMD^2 (biased), energy distance (V), SW2 and exact W2 are 0 for identical sets;
+    the unbiased MMD^2 is then at its floor, slightly negative."""
+    x = TwoMoons().sample(500, generator=gen(11), dtype=torch.float64)
+    assert float(mmd2(x, x, unbiased=False)) == pytest.approx(0.0, abs=1e-12)
+    assert float(mmd2(x, x)) < 0
+    assert float(energy_distance(x, x)) == pytest.approx(0.0, abs=1e-9)  # sqrt of rounding
+    assert float(sliced_wasserstein2(x, x, generator=gen(1))) == 0.0
+    assert wasserstein2(x, x) == pytest.approx(0.0, abs=1e-7)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_metrics_grow_monotonically_with_a_mean_shift():
+    """MMD^2, energy distance, SW2 and W2 between x and y + delta grow with |delta|."""
+    data = EightGaussians()
+    x, y = data.sample(400, generator=gen(12)), data.sample(400, generator=gen(13))
+    direction = torch.tensor([0.6, 0.8])
+    shifts = [0.0, 0.1, 0.3, 1.0, 2.0]
+    for name, f in [
+        ("mmd2", lambda a, b: float(mmd2(a, b))),
+        ("mmd2_biased", lambda a, b: float(mmd2(a, b, unbiased=False))),
+        ("energy", lambda a, b: float(energy_distance(a, b))),
+        ("sw2", lambda a, b: float(sliced_wasserstein2(a, b, generator=gen(0)))),
+        ("w2", wasserstein2),
+    ]:
+        values = [f(x, y + s * direction) for s in shifts]
+        assert all(b > a for a, b in zip(values, values[1:])), (name, values)
+
+
+def test_energy_distance_matches_closed_form_for_gaussians():
+    """Energy distance of N(0, 1) and N(1, 2^2) in 1-D against its closed form
+    2 E|X - Y| - 2 s1/sqrt(pi) - 2 s2/sqrt(pi), E|Z| of Z ~ N(d, s^2) = s sqrt(2/pi)
+    exp(-d^2 / 2 s^2) + d (1 - 2 Phi(-d / s)); the U-statistic over 4 pairs within 3 se."""
+    s1, s2, d = 1.0, 2.0, 1.0
+    s = math.hypot(s1, s2)
+    e_abs = s * math.sqrt(2 / math.pi) * math.exp(-(d**2) / (2 * s**2))
+    e_abs += d * (1 - 2 * norm.cdf(-d / s))
+    truth = 2 * e_abs - 2 * s1 / math.sqrt(math.pi) - 2 * s2 / math.sqrt(math.pi)
+    g = gen(14)
+    values = np.array([
+        float(energy_distance(
+            s1 * torch.randn(2000, 1, generator=g, dtype=torch.float64),
+            d + s2 * torch.randn(2000, 1, generator=g, dtype=torch.float64),
+            unbiased=True,
+        ))
+        for _ in range(4)
+    ])
+    assert abs(values.mean() - truth) < 3 * values.std(ddof=1) / 2 + 1e-3
+    assert abs(values.mean() - truth) < 0.05 * truth
+
+
+# --------------------------------------------------------------------------- Wasserstein
+
+
+def test_w2_in_one_dimension_is_the_sorted_sample_formula():
+    """In 1-D, with n == m, the optimal coupling matches sorted samples:
+    W2^2 = mean (x_(i) - y_(i))^2; for n != m the exact quantile formula of
+    sliced_wasserstein2 (every 1-D direction is +-1) agrees with the OT solver."""
+    g = gen(15)
+    x = torch.randn(300, 1, generator=g, dtype=torch.float64)
+    y = 0.5 + 2 * torch.rand(300, 1, generator=g, dtype=torch.float64)
+    sorted_formula = math.sqrt(float((x.sort(0).values - y.sort(0).values).square().mean()))
+    assert wasserstein2(x, y) == pytest.approx(sorted_formula, rel=1e-10)
+    sliced = float(sliced_wasserstein2(x, y, n_projections=3, generator=g))
+    assert sliced == pytest.approx(sorted_formula, rel=1e-10)
+    y_odd = y[:217]
+    assert float(sliced_wasserstein2(x, y_odd, n_projections=2, generator=g)) == pytest.approx(
+        wasserstein2(x, y_odd), rel=1e-9
+    )
+
+
+def test_w2_solvers_agree():
+    """The network simplex (POT) and the assignment solver give the same exact W2."""
+    data = TwoMoons()
+    x, y = data.sample(400, generator=gen(16)), data.sample(400, generator=gen(17)) * 1.1
+    pot, assignment = wasserstein2(x, y, solver="pot"), wasserstein2(x, y, solver="assignment")
+    assert pot == pytest.approx(assignment, rel=1e-10)
+    # unequal sizes: only the OT solver; W2 of a set against its own duplicate is 0
+    assert wasserstein2(x, torch.cat([x, x]), solver="pot") == pytest.approx(0.0, abs=1e-7)
+
+
+def test_frechet_gaussians_closed_forms():
+    """[eq-frechet] The Frechet distance between Gaussians: |mu1 - mu2|^2 + sum (sqrt a_i - sqrt b_i)^2 for
+    commuting (diagonal) covariances, i.e. W2^2; and for non-commuting ones it equals the
+    standard FID computation with scipy's sqrtm of S1 S2 (an independent route)."""
+    dt = torch.float64
+    mu1, mu2 = torch.tensor([0.0, 1.0, -1.0], dtype=dt), torch.tensor([1.0, 1.0, 0.5], dtype=dt)
+    a, b = torch.tensor([1.0, 4.0, 0.25], dtype=dt), torch.tensor([9.0, 1.0, 0.25], dtype=dt)
+    closed = float((mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
+    frechet = frechet_gaussians(mu1, torch.diag(a), mu2, torch.diag(b))
+    assert frechet == pytest.approx(closed, rel=1e-12)
+    g = gen(18)
+    for _ in range(3):
+        m1, m2 = torch.randn(4, 4, generator=g, dtype=dt), torch.randn(4, 4, generator=g, dtype=dt)
+        s1, s2 = m1 @ m1.T + 0.1 * torch.eye(4, dtype=dt), m2 @ m2.T
+        c1, c2 = torch.randn(4, generator=g, dtype=dt), torch.randn(4, generator=g, dtype=dt)
+        cross = sla.sqrtm(s1.numpy() @ s2.numpy()).real  # the usual FID code path
+        fid = float((c1 - c2).square().sum())
+        fid += float(np.trace(s1.numpy() + s2.numpy() - 2 * cross))
+        assert frechet_gaussians(c1, s1, c2, s2) == pytest.approx(fid, rel=1e-8)
+
+
+def test_empirical_w2_between_gaussian_samples_approaches_frechet():
+    """[eq-frechet] The Frechet distance of two Gaussians is their W2^2; the exact W2^2 between n = 1000
+    samples of each (mean of 4 pairs) is within 7% of it."""
+    dt = torch.float64
+    mu, sd = torch.tensor([1.0, 0.0], dtype=dt), torch.tensor([2.0, 0.5], dtype=dt)
+    zero, eye = torch.zeros(2, dtype=dt), torch.eye(2, dtype=dt)
+    truth = frechet_gaussians(zero, eye, mu, torch.diag(sd**2))
+    assert truth == pytest.approx(1.0 + 1.0 + 0.25)
+    g = gen(19)
+
+    def pair(n):
+        return (torch.randn(n, 2, generator=g, dtype=dt),
+                mu + sd * torch.randn(n, 2, generator=g, dtype=dt))
+
+    w2sq = [wasserstein2(*pair(1000)) ** 2 for _ in range(4)]
+    assert np.mean(w2sq) == pytest.approx(truth, rel=0.07)
+    # the Frechet distance of the samples' Gaussian fits is closer still
+    assert frechet_distance(*pair(5000)) == pytest.approx(truth, rel=0.05)
+
+
+def test_w2_refuses_large_sets_unless_asked():
+    """Exact W2 is limited to n <= 2000 unless max_n is raised."""
+    x = torch.zeros(2001, 2)
+    with pytest.raises(ValueError, match="max_n"):
+        wasserstein2(x, x[:10])
+    assert wasserstein2(x[:5], x[:3], max_n=5) == 0.0
+    with pytest.raises(ValueError, match="n == m"):
+        wasserstein2(x[:5], x[:3], solver="assignment")
+
+
+# --------------------------------------------------------------------------- two-sample test
+
+
+def test_permutation_pvalues_are_uniform_under_the_null():
+    """Under H0 the permutation p-value (1 + #{T_b >= T}) / (B + 1) is uniform: over 100
+    tests the fraction below 0.1 lies in [0.02, 0.2], for MMD^2 and the energy distance."""
+    data = EightGaussians()
+    g = gen(20)
+    for statistic in (mmd2, energy_distance):
+        p = np.array([
+            two_sample_test(data.sample(30, generator=g), data.sample(30, generator=g),
+                            statistic=statistic, n_permutations=99, generator=g).p_value
+            for _ in range(100)
+        ])
+        assert 0.02 <= (p <= 0.1).mean() <= 0.2, statistic.__name__
+        assert p.min() >= 1 / 100
+
+
+def test_permutation_test_detects_a_shift():
+    """Under a mean shift of 0.5 (standardized units) the p-value is the smallest possible."""
+    data = TwoMoons()
+    x, y = data.sample(200, generator=gen(21)), data.sample(200, generator=gen(22)) + 0.5
+    result = two_sample_test(x, y, n_permutations=199, generator=gen(23))
+    assert result.p_value == pytest.approx(1 / 200)
+    assert result.null.shape == (199,) and result.statistic > float(result.null.max())
+
+
+def test_fast_permutation_path_equals_the_generic_one():
+    """The pooled-matrix permutation path gives the statistics that calling mmd2 and
+    energy_distance on each permuted split gives."""
+    g = gen(24)
+    x = torch.randn(25, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(35, 2, generator=g, dtype=torch.float64)
+    for statistic in (mmd2, energy_distance):
+        fast = two_sample_test(x, y, statistic=statistic, n_permutations=50, generator=gen(5))
+        wrapped = lambda a, b, f=statistic: f(a, b)  # noqa: E731 - not the function itself
+        slow = two_sample_test(x, y, statistic=wrapped, n_permutations=50, generator=gen(5))
+        assert fast.statistic == pytest.approx(float(statistic(x, y)), rel=1e-9)
+        torch.testing.assert_close(fast.null, slow.null, rtol=1e-9, atol=1e-12)
+        assert fast.p_value == slow.p_value
+    biased = functools.partial(mmd2, unbiased=False)
+    result = two_sample_test(x, y, statistic=biased, n_permutations=20, generator=g)
+    assert result.null.shape == (20,)
+
+
+# --------------------------------------------------------------------------- precision/recall
+
+
+def _eight_gaussians_modes(n: int, keep: int, seed: int) -> torch.Tensor:
+    x, labels = EightGaussians().sample_with_labels(4 * n, generator=gen(seed))
+    return x[labels < keep][:n]
+
+
+def test_precision_recall_separate_mode_dropping_from_overdispersion():
+    """k-NN precision/recall: a model that drops half the modes has recall < precision
+    (recall about 0.5); an over-dispersed model has precision < recall."""
+    real = EightGaussians().sample(1000, generator=gen(25))
+    dropped = _eight_gaussians_modes(1000, keep=4, seed=26)
+    pr = precision_recall(real, dropped)
+    assert pr["recall"] < pr["precision"] and pr["precision"] > 0.9 and 0.35 < pr["recall"] < 0.65
+    blurred = EightGaussians().sample(1000, generator=gen(27))
+    blurred = blurred + 0.3 * torch.randn(blurred.shape, generator=gen(28))
+    pr = precision_recall(real, blurred)
+    assert pr["precision"] < pr["recall"] and pr["precision"] < 0.6
+    same = precision_recall(real, EightGaussians().sample(1000, generator=gen(29)))
+    assert same["precision"] > 0.9 and same["recall"] > 0.9
+
+
+def test_density_and_coverage_of_a_perfect_model_have_known_means():
+    """For a model equal to the data, density has mean 1 and coverage has mean
+    1 - prod_{i=1..k} (N - i) / (N + M - i) (exchangeability): within 3 se over 100 pairs."""
+    g = gen(39)
+    n, k = 300, 5
+    values = []
+    for _ in range(100):
+        real, fake = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+        values.append(list(density_coverage(real, fake, k=k).values()))
+    values = np.array(values)
+    mean, se = values.mean(0), values.std(0, ddof=1) / math.sqrt(len(values))
+    expected = [1.0, 1 - math.prod((n - i) / (2 * n - i) for i in range(1, k + 1))]
+    assert np.all(np.abs(mean - expected) < 3 * se), (mean, expected, se)
+
+
+def test_density_coverage_behave_as_in_naeem_et_al():
+    """Density is about 1 and coverage near 1 for a perfect model; dropping half the modes
+    halves the coverage; density is robust to an outlier among the model samples."""
+    real = EightGaussians().sample(1000, generator=gen(30))
+    same = density_coverage(real, EightGaussians().sample(1000, generator=gen(31)))
+    assert 0.85 < same["density"] < 1.15 and same["coverage"] > 0.9
+    dropped = density_coverage(real, _eight_gaussians_modes(1000, keep=4, seed=32))
+    assert 0.35 < dropped["coverage"] < 0.65
+    fake = EightGaussians().sample(1000, generator=gen(31))
+    fake[0] = 50.0  # one far outlier
+    assert density_coverage(real, fake)["density"] == pytest.approx(same["density"], abs=0.01)
+
+
+# --------------------------------------------------------------------------- scorecard
+
+
+def test_scorecard_ratio_is_near_one_for_the_truth_and_large_for_a_gaussian():
+    """The scorecard's model/floor ratio is about 1 for samples of the data distribution
+    itself, and much larger than 1 for N(0, I) (the ceiling)."""
+    data = TwoMoons()
+    truth = scorecard(data, data, n=500, repeats=4, floor_repeats=8, generator=gen(33))
+    gauss = scorecard(StandardNormal(), data, n=500, repeats=4, floor_repeats=8, generator=gen(34))
+    assert isinstance(truth, Scorecard)
+    keys = [row.metric for row in truth.rows]
+    assert keys[:4] == ["w2", "energy", "sw2", "mmd"]
+    assert keys[4:] == [f"mmd@{s:g}" for s in DEFAULT_BANDWIDTHS]
+    for row in truth.rows:
+        assert 0.5 < row.ratio_mean < 2.0, row
+        assert abs(row.ratio_mean - 1) < 4 * row.ratio_se + 0.15, row
+        assert row.ratio_std == pytest.approx(row.model_std / row.floor_mean)
+    minimum = {"w2": 2.0, "sw2": 2.0, "energy": 4.0, "mmd": 4.0, "mmd@0.2": 5.0}
+    for row in gauss.rows:
+        assert row.ratio_mean > minimum.get(row.metric, 1.5), row
+        assert row.model_mean == pytest.approx(row.ceiling_mean, rel=0.35), row
+    # floors and ceilings do not depend on the model (same private generator)
+    assert truth["w2"].floor_mean == gauss["w2"].floor_mean
+
+
+def test_scorecard_inputs_output_and_cache():
+    """A scorecard takes a model, a callable or a tensor of samples; it is reproducible with a
+    seeded generator (cached floors give identical numbers); its str() is an ASCII table."""
+    data = EightGaussians()
+    metrics._REFERENCE_CACHE.clear()
+    kw = dict(n=200, repeats=3, metrics=("sw2", "w2", "mmd"))
+    a = scorecard(data, data, generator=gen(35), **kw)
+    assert len(metrics._REFERENCE_CACHE) == 1
+    b = scorecard(data, data, generator=gen(35), **kw)
+    assert a == b
+    metrics._REFERENCE_CACHE.clear()
+    assert scorecard(data, data, generator=gen(35), **kw) == a  # recomputed, same values
+    samples = data.sample(600, generator=gen(36))
+    c = scorecard(samples, data, generator=gen(37), **kw)
+    sampler = lambda n, generator=None: data.sample(n, generator=generator)  # noqa: E731
+    d = scorecard(sampler, data, generator=gen(35), **kw)
+    per_bandwidth = [f"mmd@{s:g}" for s in DEFAULT_BANDWIDTHS]
+    assert [r.metric for r in c.rows] == ["w2", "sw2", "mmd", *per_bandwidth]
+    assert d.rows == a.rows  # the same draws as the model with .sample
+    text = str(c)
+    assert text.isascii() and "model/floor" in text and len(text.splitlines()) == 2 + len(c.rows)
+    assert "<table>" in c._repr_html_() and c._repr_markdown_().count("\n|") >= len(c.rows)
+    as_dict = c.to_dict()
+    assert as_dict["n"] == 200 and as_dict["rows"][0]["metric"] == "w2"
+    with pytest.raises(KeyError):
+        c["energy"]
+
+
+def test_scorecard_numbers_are_the_public_metrics():
+    """Each scorecard entry is the public function on the same samples: exact W2, the
+    V-statistic energy distance and MMD^2, and SW2 on the directions of the floor seed."""
+    data = TwoMoons()
+    fake = data.sample(300, generator=gen(40))
+    card = scorecard(fake, data, n=300, repeats=1, generator=gen(41), floor_seed=7)
+    real = data.sample(300, generator=gen(41))  # the fresh data sample of repeat 1
+    assert card["w2"].model_mean == pytest.approx(wasserstein2(fake, real), rel=1e-9)
+    assert card["energy"].model_mean == pytest.approx(float(energy_distance(fake, real)), rel=1e-5)
+    assert card["mmd"].model_mean == pytest.approx(
+        float(mmd2(fake, real, unbiased=False)), rel=1e-4)
+    per_bandwidth = mmd2(fake, real, unbiased=False, per_bandwidth=True)
+    for s, value in zip(DEFAULT_BANDWIDTHS, per_bandwidth.tolist()):
+        assert card[f"mmd@{s:g}"].model_mean == pytest.approx(value, rel=1e-4)
+    sw2 = float(sliced_wasserstein2(fake, real, generator=gen(7)))
+    assert card["sw2"].model_mean == pytest.approx(sw2, rel=1e-5)
+    assert math.isnan(card["w2"].model_std)  # one repeat: no spread
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda x: mmd2(x, x[:, :1]), ValueError),
+        (lambda x: mmd2(x.numpy(), x), TypeError),
+        (lambda x: mmd2(x.long(), x), TypeError),
+        (lambda x: mmd2(x[0], x), ValueError),
+        (lambda x: mmd2(x[:1], x), ValueError),  # the U-statistic needs 2 points
+        (lambda x: mmd2(x, x, bandwidths=()), ValueError),
+        (lambda x: mmd2(x, x, bandwidths=(0.1, -1.0)), ValueError),
+        (lambda x: mmd2(x, x, bandwidths=0.1), TypeError),
+        (lambda x: mmd2(x, x, unbiased=1), TypeError),
+        (lambda x: mmd2(torch.cat([x, x.new_full((1, 2), math.nan)]), x), ValueError),
+        (lambda x: energy_distance(x, x[:, :1]), ValueError),
+        (lambda x: sliced_wasserstein2(x, x, n_projections=0), ValueError),
+        (lambda x: sliced_wasserstein2(x, x, generator=0), TypeError),
+        (lambda x: wasserstein2(x, x, solver="sinkhorn"), ValueError),
+        (lambda x: precision_recall(x, x, k=len(x)), ValueError),
+        (lambda x: density_coverage(x, x, k=0), ValueError),
+        (lambda x: frechet_gaussians(x[0], torch.eye(2), x[0], -torch.eye(2)), ValueError),
+        (lambda x: frechet_gaussians(x[0], torch.ones(2, 2).tril(), x[0], x.new_ones(2).diag()),
+         ValueError),
+        (lambda x: frechet_gaussians(x[0], torch.eye(3), x[0], torch.eye(2)), ValueError),
+        (lambda x: two_sample_test(x, x, n_permutations=0), ValueError),
+        (lambda x: two_sample_test(x, x, statistic="mmd"), TypeError),
+        (lambda x: nll(42, x), TypeError),
+        (lambda x: bits_per_dim(1.0, 0), ValueError),
+        (lambda x: bits_per_dim(1.0, 2, bin_width=0.0), ValueError),
+        (lambda x: bits_per_dim("1", 2), TypeError),
+        (lambda x: entropy_quadrature(EightGaussians(), lims=(1, -1)), ValueError),
+        (lambda x: entropy_quadrature(EightGaussians(), lims="wide"), TypeError),
+        (lambda x: entropy(x), TypeError),
+        (lambda x: nll_report(1.0, 1.0), TypeError),
+        (lambda x: scorecard(x, EightGaussians(), n=10, repeats=3), ValueError),  # too few rows
+        (lambda x: scorecard(x, EightGaussians(), n=5, metrics=("fid",)), ValueError),
+        (lambda x: scorecard(x, EightGaussians(), n=5, metrics="w2"), TypeError),
+        (lambda x: scorecard(x, EightGaussians(), n=2001, repeats=1), ValueError),
+        (lambda x: scorecard(42, EightGaussians(), n=5), TypeError),
+        (lambda x: scorecard(x, x, n=5), TypeError),
+        (lambda x: scorecard(x.new_full((20, 2), math.inf), EightGaussians(), n=4), ValueError),
+    ],
+)
+def test_bad_input_raises(call, error):
+    """Bad input raises a clear TypeError or ValueError instead of a wrong number."""
+    x = torch.randn(20, 2, generator=gen(38))
+    with pytest.raises(error):
+        call(x)
