@@ -445,6 +445,11 @@ def test_fast_permutation_path_equals_the_generic_one():
     biased = functools.partial(mmd2, unbiased=False)
     result = two_sample_test(x, y, statistic=biased, n_permutations=20, generator=g)
     assert result.null.shape == (20,)
+    one_bandwidth = functools.partial(mmd2, bandwidths=(0.1,))
+    fast = two_sample_test(x, y, bandwidths=(0.1,), n_permutations=50, generator=gen(6))
+    slow = two_sample_test(x, y, statistic=one_bandwidth, n_permutations=50, generator=gen(6))
+    torch.testing.assert_close(fast.null, slow.null, rtol=1e-9, atol=1e-12)
+    assert fast.statistic == pytest.approx(float(one_bandwidth(x, y)), rel=1e-9)
 
 
 # --------------------------------------------------------------------------- precision/recall
