@@ -66,7 +66,7 @@ pdf: check-latex book
 	@echo "PDF: _build/latex/gmbook.pdf"
 
 notebooks: $(STAMP)
-	$(BIN)/jupytext --to ipynb $(CHAPTERS)
+	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)  # --update keeps cell ids stable
 
 clean:
 	rm -rf _build book/api .pytest_cache
