@@ -32,6 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gmbook._checks import check_bool as _check_bool
+from gmbook._checks import check_int as _check_int
+from gmbook._checks import check_nonnegative as _check_nonnegative
+from gmbook._checks import check_positive as _check_positive
+from gmbook._checks import check_real as _check_real
+
 __all__ = [
     "DIGIT_LEVELS",
     "TOYS",
@@ -61,43 +67,6 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be a positive int, got {type(n).__name__} {n!r}")
-    if n <= 0:
-        raise ValueError(f"n must be a positive int, got {n}")
-    return int(n)
-
-
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _check_positive(name: str, value: object) -> float:
-    value = _check_real(name, value)
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _check_nonnegative(name: str, value: object) -> float:
-    value = _check_real(name, value)
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _check_float_dtype(dtype: object) -> torch.dtype:
@@ -321,7 +290,7 @@ class Toy2D:
             ``(x, labels)``: points of shape ``(n, 2)`` and int64 component indices in
             ``[0, components)`` of shape ``(n,)``.
         """
-        n = _check_n(n)
+        n = _check_int("n", n)
         dtype = _check_float_dtype(dtype)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")

@@ -60,6 +60,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gmbook._checks import check_bool as _check_bool
+from gmbook._checks import check_generator as _check_generator
+from gmbook._checks import check_int as _check_int
+from gmbook._checks import check_positive as _check_positive
+from gmbook._checks import describe as _describe
+
 __all__ = [
     "DEFAULT_BANDWIDTHS",
     "SCORECARD_METRICS",
@@ -122,43 +128,6 @@ _EXP_FLOOR = -80.0  # exp() arguments are clamped here (see _pair_sums)
 # --------------------------------------------------------------------------- validation
 
 
-def _what(value: object) -> str:
-    """A short description of ``value`` for error messages (never a whole tensor)."""
-    if isinstance(value, (Tensor, np.ndarray)):
-        return f"a {type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {_what(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive real number, got {_what(value)}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {_what(value)}")
-    return value
-
-
-def _check_generator(generator: object) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {_what(generator)}")
-    return generator
-
-
 def _check_samples(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, D), got {type(x).__name__}")
@@ -193,7 +162,7 @@ def _check_pair(x: object, y: object, min_n: int = 1) -> tuple[Tensor, Tensor]:
 
 def _check_bandwidths(bandwidths: object) -> tuple[float, ...]:
     if isinstance(bandwidths, (str, bytes)) or not isinstance(bandwidths, Sequence):
-        got = _what(bandwidths)
+        got = _describe(bandwidths)
         raise TypeError(f"bandwidths must be a sequence of positive numbers, got {got}")
     if len(bandwidths) == 0:
         raise ValueError("bandwidths must not be empty")
@@ -208,7 +177,7 @@ def _as_log_prob(f: object, name: str) -> Callable[[Tensor], Tensor]:
     if callable(f):
         return f
     raise TypeError(
-        f"{name} must be a callable x -> log p(x) or have a .log_prob method, got {_what(f)}"
+        f"{name} must be a callable x -> log p(x) or have a .log_prob method, got {_describe(f)}"
     )
 
 
@@ -252,7 +221,7 @@ class Estimate:
         for name in ("mean", "se"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"Estimate.{name} must be a real number, got {_what(value)}")
+                raise TypeError(f"Estimate.{name} must be a real number, got {_describe(value)}")
             object.__setattr__(self, name, float(value))
         if self.se < 0:
             raise ValueError(f"Estimate.se must be >= 0 (or nan), got {self.se}")
@@ -297,7 +266,7 @@ def _mean_estimate(v: Tensor) -> Estimate:
 
 def _check_points(x: object, name: str = "x") -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {_what(x)}")
+        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {_describe(x)}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape (N, *D) with N >= 1, got {tuple(x.shape)}")
     return x
@@ -408,7 +377,7 @@ def bits_per_dim(
     if isinstance(nll_nats, Estimate):
         return Estimate((nll_nats.mean + shift) * scale, nll_nats.se * scale, nll_nats.n)
     if isinstance(nll_nats, bool) or not isinstance(nll_nats, numbers.Real):
-        raise TypeError(f"nll_nats must be a real number or an Estimate, got {_what(nll_nats)}")
+        raise TypeError(f"nll_nats must be a real number or an Estimate, got {_describe(nll_nats)}")
     return (float(nll_nats) + shift) * scale
 
 
@@ -500,7 +469,7 @@ def entropy(
     sample = getattr(dist, "sample", None)
     if not callable(sample):
         raise TypeError(
-            f"dist must have .sample(n, generator=...) and .log_prob(x), got {_what(dist)}"
+            f"dist must have .sample(n, generator=...) and .log_prob(x), got {_describe(dist)}"
         )
     fn = _as_log_prob(dist, "dist")
     values = []
@@ -652,13 +621,13 @@ def nll_report(model_nll: Estimate, entropy: Estimate | float) -> NLLReport:
         NLL 1.3000 +- 0.0200 nats, entropy 1.1307 +- 0.0000, gap 0.1693 +- 0.0200 nats
     """
     if not isinstance(model_nll, Estimate):
-        raise TypeError(f"model_nll must be an Estimate (from nll), got {_what(model_nll)}")
+        raise TypeError(f"model_nll must be an Estimate (from nll), got {_describe(model_nll)}")
     if isinstance(entropy, Estimate):
         h, h_se = entropy.mean, entropy.se
     elif isinstance(entropy, numbers.Real) and not isinstance(entropy, bool):
         h, h_se = float(entropy), 0.0
     else:
-        raise TypeError(f"entropy must be an Estimate or a float, got {_what(entropy)}")
+        raise TypeError(f"entropy must be an Estimate or a float, got {_describe(entropy)}")
     gap = Estimate(model_nll.mean - h, math.hypot(model_nll.se, h_se), model_nll.n)
     return NLLReport(nll=model_nll, entropy=h, entropy_se=h_se, gap=gap)
 
@@ -1345,7 +1314,7 @@ def two_sample_test(
         0.01
     """
     if not callable(statistic):
-        raise TypeError(f"statistic must be a callable (x, y) -> scalar, got {_what(statistic)}")
+        raise TypeError(f"statistic must be a callable (x, y) -> scalar, got {_describe(statistic)}")
     n_permutations = _check_int("n_permutations", n_permutations, 1)
     generator = _check_generator(generator)
     x, y = _check_pair(x, y, min_n=2)
@@ -1637,7 +1606,7 @@ def _model_samples(
                 raise TypeError(
                     "samples_or_model must be a tensor of samples, a model with "
                     ".sample(n, generator=...), or a callable (n, generator=...), got "
-                    f"{_what(samples_or_model)}"
+                    f"{_describe(samples_or_model)}"
                 )
             sample = samples_or_model
         chunks = []
@@ -1778,7 +1747,7 @@ def scorecard(
             f"exact W2 is limited to n <= {W2_MAX_N}; leave 'w2' out of metrics for n = {n}"
         )
     if not callable(getattr(dataset, "sample", None)):
-        raise TypeError(f"dataset must have .sample(n, generator=...), got {_what(dataset)}")
+        raise TypeError(f"dataset must have .sample(n, generator=...), got {_describe(dataset)}")
 
     fakes = _model_samples(samples_or_model, n, repeats, generator)
     like = fakes[0]

@@ -23,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from gmbook._checks import check_int as _check_int
+
 __all__ = [
     "DigitClassifier",
     "MLP",
@@ -102,14 +104,6 @@ def append_dims(x: Tensor, ndim: int) -> Tensor:
     return x.reshape(*x.shape, *([1] * missing))
 
 
-def _check_positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 class SinusoidalEmbedding(nn.Module):
     r"""Sinusoidal embedding of scalar times, ``(B,) -> (B, dim)``.
 
@@ -151,7 +145,7 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, dim: int, *, max_period: float = 10_000.0, scale: float = 1000.0) -> None:
         super().__init__()
-        _check_positive_int("SinusoidalEmbedding: dim", dim)
+        _check_int("SinusoidalEmbedding: dim", dim)
         if dim % 2:
             raise ValueError(f"SinusoidalEmbedding: dim must be even, got {dim}")
         if not max_period > 0 or not math.isfinite(max_period):
@@ -252,12 +246,12 @@ class MLP(nn.Module):
         zero_init_last: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int("MLP: in_dim", in_dim)
+        _check_int("MLP: in_dim", in_dim)
         out_dim = in_dim if out_dim is None else out_dim
-        _check_positive_int("MLP: out_dim", out_dim)
-        _check_positive_int("MLP: hidden", hidden)
-        _check_positive_int("MLP: depth", depth)
-        _check_positive_int("MLP: time_dim", time_dim, minimum=0)
+        _check_int("MLP: out_dim", out_dim)
+        _check_int("MLP: hidden", hidden)
+        _check_int("MLP: depth", depth)
+        _check_int("MLP: time_dim", time_dim, minimum=0)
         if time_dim % 2:
             raise ValueError(f"MLP: time_dim must be even (or 0 for no time), got {time_dim}")
         if not callable(activation):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
+from gmbook._checks import check_int
 from gmbook.nets import append_dims
 
 __all__ = [
@@ -61,8 +62,7 @@ class GridDensity(nn.Module):
         lo, hi = float(lims[0]), float(lims[1])
         if not hi > lo:
             raise ValueError(f"lims must be (lo, hi) with hi > lo, got {lims}")
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an int >= 2, got {n!r}")
+        n = check_int("n", n, 2)
         self.net, self.lo, self.hi, self.n = net, lo, hi, n
         h = (hi - lo) / n
         centres = lo + h * (torch.arange(n, dtype=torch.float32) + 0.5)
@@ -100,8 +100,7 @@ class GridDensity(nn.Module):
         r"""Draw ``n`` points, shape ``(n, 2)``: a grid cell with probability proportional to
         :math:`e^{f_\theta(g)}`, then a uniform point inside it (exact for the piecewise-constant
         density the grid sum integrates)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        n = check_int("n", n)
         probs = torch.softmax(self.energy(self.grid), dim=0)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)
         h = (self.hi - self.lo) / self.n
@@ -281,8 +280,7 @@ def euler(
     Returns:
         The end points ``(B, D)``, or the path ``(steps + 1, B, D)`` if ``return_path``.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    steps = check_int("steps", steps)
     h = 1.0 / steps
     x, path = x0, [x0]
     for k in range(steps):

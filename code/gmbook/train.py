@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gmbook._checks import check_int as _check_int
+
 __all__ = ["EMA", "History", "fit"]
 
 
@@ -346,14 +348,6 @@ def _progress_bar(steps: int, progress: bool | None) -> Iterable[int]:
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=disable, desc="fit", leave=False)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"fit: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"fit: {name} must be >= {minimum}, got {value}")
-    return value
 
 
 def fit(
