@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 from gmbook import exercises
+from gmbook.exercises import _framework
 from gmbook.exercises import (
     Case,
     Checker,
@@ -73,7 +74,7 @@ def _assert_failed(result: CheckResult, *fragments: str) -> None:
 
 def test_gaussian_mle_reference_matches_torch_cov_and_maximises_likelihood() -> None:
     x = torch.randn(50, 3, dtype=torch.float64) @ torch.randn(3, 3, dtype=torch.float64)
-    mean, cov = exercises._gaussian_mle(x)
+    mean, cov = exercises.problem._gaussian_mle(x)
     torch.testing.assert_close(cov, torch.cov(x.T, correction=0))
     torch.testing.assert_close(mean, x.mean(0))
     # The MLE is a stationary point of the log-likelihood in (mean, cov).
@@ -86,9 +87,9 @@ def test_gaussian_mle_reference_matches_torch_cov_and_maximises_likelihood() -> 
 def test_linear_path_reference_velocity_is_time_derivative() -> None:
     x0, x1 = torch.randn(2, 4, 3, 2, dtype=torch.float64)
     t = torch.rand(4, dtype=torch.float64)
-    x_t = lambda s: exercises._linear_path(x0, x1, s)[0]  # noqa: E731
+    x_t = lambda s: exercises.problem._linear_path(x0, x1, s)[0]  # noqa: E731
     dxdt = torch.autograd.functional.jvp(x_t, t, torch.ones_like(t))[1]
-    torch.testing.assert_close(dxdt, exercises._linear_path(x0, x1, t)[1])
+    torch.testing.assert_close(dxdt, exercises.problem._linear_path(x0, x1, t)[1])
     torch.testing.assert_close(x_t(torch.zeros(4, dtype=torch.float64)), x0)
     torch.testing.assert_close(x_t(torch.ones(4, dtype=torch.float64)), x1)
 
@@ -97,12 +98,12 @@ def test_kl_reference_matches_torch_distributions() -> None:
     mu_p, mu_q = torch.randn(2, 5, 3, dtype=torch.float64)
     var_p, var_q = torch.rand(2, 5, 3, dtype=torch.float64) + 0.1
     want = kl_divergence(Normal(mu_p, var_p.sqrt()), Normal(mu_q, var_q.sqrt())).sum(-1)
-    torch.testing.assert_close(exercises._kl_gaussians(mu_p, var_p, mu_q, var_q), want)
+    torch.testing.assert_close(exercises.problem._kl_gaussians(mu_p, var_p, mu_q, var_q), want)
 
 
 def test_standardize_reference_has_zero_mean_unit_population_std() -> None:
     x = 3 + 5 * torch.randn(40, 3, dtype=torch.float64)
-    z, mean, std = exercises._standardize(x)
+    z, mean, std = exercises.problem._standardize(x)
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64))
     torch.testing.assert_close((z**2).mean(0), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(z * std + mean, x)
@@ -121,7 +122,7 @@ def test_mmd2_reference_matches_a_double_loop() -> None:
     xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
-    got = exercises._mmd2_unbiased(x, y, h)
+    got = exercises.evaluation._mmd2_unbiased(x, y, h)
     assert got.shape == () and got.dtype == torch.float64
     assert got.item() == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
 
@@ -133,12 +134,12 @@ def test_mmd2_reference_is_unbiased_and_negative_on_identical_sets() -> None:
     x = torch.randn(6, 2, generator=g, dtype=torch.float64)
     kxx = torch.exp(-torch.cdist(x, x) ** 2 / (2 * 1.5**2))
     s, n = (kxx.sum() - kxx.trace()).item(), 6
-    same = exercises._mmd2_unbiased(x, x.clone(), 1.5).item()
+    same = exercises.evaluation._mmd2_unbiased(x, x.clone(), 1.5).item()
     assert same == pytest.approx(2 * s / (n * n * (n - 1)) - 2 / n, rel=1e-12) and same < 0
     # P = Q: the estimate averages to 0 (the biased one stays positive)
     draws = torch.stack(
         [
-            exercises._mmd2_unbiased(
+            exercises.evaluation._mmd2_unbiased(
                 torch.randn(4, 2, generator=g, dtype=torch.float64),
                 torch.randn(5, 2, generator=g, dtype=torch.float64),
                 1.0,
@@ -154,15 +155,15 @@ def test_bits_per_dim_reference_uniform_over_bins_gives_log2_levels() -> None:
     # every bin: log2(K) bits per dim. Its nll is D ln(K w) nats.
     for levels, width, dim in ((256, 1 / 256, 784), (16, 2 / 16, 3), (2, 0.5, 1), (255, 1.0, 2)):
         nll = dim * math.log(levels * width)
-        bpd = exercises._bits_per_dim(nll, dim, width)
+        bpd = exercises.evaluation._bits_per_dim(nll, dim, width)
         assert isinstance(bpd, float)
         assert bpd == pytest.approx(math.log2(levels), rel=1e-12)
     # continuous: a standard normal in D dims, bits = -log2 density / D
     z = torch.randn(10, dtype=torch.float64)
     nll = -Normal(0.0, 1.0).log_prob(z).sum().item()
     want = -sum(math.log2(math.exp(-v * v / 2) / math.sqrt(2 * math.pi)) for v in z.tolist()) / 10
-    assert exercises._bits_per_dim(nll, 10, None) == pytest.approx(want, rel=1e-12)
-    assert exercises._bits_per_dim(nll, 10, 1.0) == exercises._bits_per_dim(nll, 10, None)
+    assert exercises.evaluation._bits_per_dim(nll, 10, None) == pytest.approx(want, rel=1e-12)
+    assert exercises.evaluation._bits_per_dim(nll, 10, 1.0) == exercises.evaluation._bits_per_dim(nll, 10, None)
 
 
 def _spd(d: int, g: torch.Generator) -> Tensor:
@@ -173,7 +174,7 @@ def _spd(d: int, g: torch.Generator) -> Tensor:
 def test_frechet_reference_matches_1d_closed_form_and_scipy_sqrtm() -> None:
     g = torch.Generator().manual_seed(3)
     m1, m2, v1, v2 = 0.3, -1.2, 2.5, 0.4
-    got = exercises._frechet_gaussians(
+    got = exercises.evaluation._frechet_gaussians(
         torch.tensor([m1], dtype=torch.float64), torch.tensor([[v1]], dtype=torch.float64),
         torch.tensor([m2], dtype=torch.float64), torch.tensor([[v2]], dtype=torch.float64),
     )
@@ -185,10 +186,10 @@ def test_frechet_reference_matches_1d_closed_form_and_scipy_sqrtm() -> None:
         r1 = scipy.linalg.sqrtm(c1.numpy())
         cross = np.trace(scipy.linalg.sqrtm(r1 @ c2.numpy() @ r1)).real
         want = ((mu1 - mu2) ** 2).sum().item() + np.trace(c1.numpy() + c2.numpy()) - 2 * cross
-        got = exercises._frechet_gaussians(mu1, c1, mu2, c2)
+        got = exercises.evaluation._frechet_gaussians(mu1, c1, mu2, c2)
         assert got.item() == pytest.approx(want, rel=1e-10)
-        assert got.item() == pytest.approx(exercises._frechet_gaussians(mu2, c2, mu1, c1).item())
-        assert exercises._frechet_gaussians(mu1, c1, mu1, c1).abs().item() < 1e-10
+        assert got.item() == pytest.approx(exercises.evaluation._frechet_gaussians(mu2, c2, mu1, c1).item())
+        assert exercises.evaluation._frechet_gaussians(mu1, c1, mu1, c1).abs().item() < 1e-10
 
 
 # --------------------------------------------------------------------------------------
@@ -645,7 +646,7 @@ def test_exceptions_of_the_evaluation_checkers_are_reported() -> None:
     def small_only(x: Tensor, y: Tensor, h: float) -> Tensor:
         if len(x) == 2:
             raise ZeroDivisionError("need three points")
-        return exercises._mmd2_unbiased(x, y, h)
+        return exercises.evaluation._mmd2_unbiased(x, y, h)
 
     result = check("mmd2_unbiased", small_only)
     _assert_failed(result, "edge: two points per set", "ZeroDivisionError: need three points")
@@ -679,11 +680,11 @@ def test_broadcast_error_in_linear_path_is_caught() -> None:
         ("linear_path", lambda x0, x1, t: (x0 * 0 + float("nan"), x1 - x0), "x_t contains NaN"),
         ("gaussian_mle", lambda x: (torch.cov(x.T, correction=0), x.mean(0)),
          "the outputs are in the wrong order: you returned (cov, mean); return (mean, cov)"),
-        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x, y, h).item(),
+        ("mmd2_unbiased", lambda x, y, h: exercises.evaluation._mmd2_unbiased(x, y, h).item(),
          "mmd2 is a float (0.09302); expected a torch.Tensor of shape () (do not call"),
-        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x, y, h).reshape(1),
+        ("mmd2_unbiased", lambda x, y, h: exercises.evaluation._mmd2_unbiased(x, y, h).reshape(1),
          "mmd2 has shape (1,), expected () (the values are right"),
-        ("mmd2_unbiased", lambda x, y, h: exercises._mmd2_unbiased(x.double(), y.double(), h),
+        ("mmd2_unbiased", lambda x, y, h: exercises.evaluation._mmd2_unbiased(x.double(), y.double(), h),
          "mmd2 has dtype float64, expected float32"),
         ("bits_per_dim", lambda n, d, w: torch.tensor([1.0]),
          "bpd is a Tensor of shape (1,); expected a number (a Python float, or a 0-dim"),
@@ -691,7 +692,7 @@ def test_broadcast_error_in_linear_path_is_caught() -> None:
         ("bits_per_dim", lambda n, d, w: "8 bits", "bpd is a str; expected a number"),
         ("bits_per_dim", lambda n, d, w: (n / d, d), "expected a single number bpd"),
         ("bits_per_dim", lambda n, d, w: float("nan"), "bpd contains NaN"),
-        ("frechet_gaussians", lambda m1, c1, m2, c2: exercises._frechet_gaussians(
+        ("frechet_gaussians", lambda m1, c1, m2, c2: exercises.evaluation._frechet_gaussians(
             m1, c1, m2, c2).reshape(1, 1), "frechet has shape (1, 1), expected ()"),
     ],
 )
@@ -744,7 +745,7 @@ def test_hint_found_on_a_later_case_says_which() -> None:
 
 def test_unknown_name_lists_available_names() -> None:
     with pytest.raises(ValueError, match="unknown exercise 'gausian_mle'") as info:
-        check("gausian_mle", exercises._gaussian_mle)
+        check("gausian_mle", exercises.problem._gaussian_mle)
     assert "Did you mean 'gaussian_mle'?" in str(info.value)
     for name in NAMES:
         assert name in str(info.value)
@@ -754,11 +755,11 @@ def test_non_callable_and_non_str_raise_type_error() -> None:
     with pytest.raises(TypeError, match="fn must be a function"):
         check("gaussian_mle", torch.zeros(3))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a str"):
-        check(3, exercises._gaussian_mle)  # type: ignore[arg-type]
+        check(3, exercises.problem._gaussian_mle)  # type: ignore[arg-type]
 
 
 def test_check_result_displays_once_as_its_message(capsys: pytest.CaptureFixture[str]) -> None:
-    result = check("standardize", exercises._standardize)
+    result = check("standardize", exercises.problem._standardize)
     assert capsys.readouterr().out == ""  # check itself prints nothing
     assert repr(result) == str(result) == result.message
 
@@ -777,7 +778,7 @@ def test_check_result_displays_once_as_its_message(capsys: pytest.CaptureFixture
 
 
 def test_register_custom_checker_and_refuse_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exercises, "_REGISTRY", dict(exercises._REGISTRY))
+    monkeypatch.setattr(_framework, "_REGISTRY", dict(_framework._REGISTRY))
 
     def square(x: Tensor) -> Tensor:
         return x**2
