@@ -43,6 +43,19 @@ Checkers of the chapter *Evaluating generative models*:
                        2-Wasserstein distance between Gaussians (FID)
 =====================  ======================================================
 
+Checkers of Appendix A (*Probability theory*):
+
+========================  ===================================================
+``gaussian_conditional``  ``fn(mean, cov, x_b) -> (mean_a, cov_a)``, the
+                          Gaussian conditional given the last ``len(x_b)``
+                          coordinates
+``kl_mvn``                ``fn(mean_p, cov_p, mean_q, cov_q) -> kl``,
+                          full-covariance Gaussians
+``self_normalized_is``    ``fn(log_w, fx) -> (estimate, ess)``, self-
+                          normalized importance sampling and its effective
+                          sample size
+========================  ===================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
