@@ -325,8 +325,10 @@ def fit_em(
     device of ``x``. ``reg`` is added to the diagonal of every covariance after the M-step,
     a floor that keeps a component from collapsing onto a single point (where the
     likelihood is unbounded); with ``reg > 0`` the monotonicity of
-    :prf:ref:`thm-em-monotone` holds up to a change of order ``reg``. A component whose
-    responsibilities vanish keeps its mean and covariance and gets weight 0.
+    :prf:ref:`thm-em-monotone` can fail by a small amount per step (negligible when ``reg``
+    is much smaller than the eigenvalues of the covariances). A component whose
+    responsibilities vanish keeps its mean and covariance and gets weight ``1e-300``
+    (zero, up to a floor that keeps its logarithm finite).
 
     Args:
         x: training points ``(n, D)``.

@@ -97,7 +97,12 @@ from gmbook.exercises._framework import (
 )
 
 # The chapters' checkers register themselves on import.
-from gmbook.exercises import evaluation, problem  # noqa: E402, F401  isort: skip
+from gmbook.exercises import (  # noqa: E402, F401  isort: skip
+    densities,
+    evaluation,
+    probability,
+    problem,
+)
 
 __all__ = [
     "Case",
