@@ -129,8 +129,10 @@ def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
     computed from Cholesky factors (no explicit inverse). Batch dimensions broadcast.
 
     Args:
-        mean_p, cov_p: mean ``(*B, D)`` and covariance ``(*B, D, D)`` of :math:`p`.
-        mean_q, cov_q: mean ``(*B, D)`` and covariance ``(*B, D, D)`` of :math:`q`.
+        mean_p: mean :math:`\mu_p` of :math:`p`, shape ``(*B, D)``.
+        cov_p: covariance :math:`\Sigma_p` of :math:`p`, shape ``(*B, D, D)``.
+        mean_q: mean :math:`\mu_q` of :math:`q`, shape ``(*B, D)``.
+        cov_q: covariance :math:`\Sigma_q` of :math:`q`, shape ``(*B, D, D)``.
 
     Returns:
         The divergence in nats, shape ``(*B,)`` (0-dim without batch dimensions).
@@ -252,7 +254,8 @@ class GaussianProduct:
     r"""The product of two Gaussian densities, :func:`gaussian_product`.
 
     :math:`\mathcal N(x; \mu_1, \Sigma_1)\, \mathcal N(x; \mu_2, \Sigma_2)
-    = e^{\text{log_scale}}\, \mathcal N(x; \text{mean}, \text{cov})`.
+    = e^{s}\, \mathcal N(x; \mu, \Sigma)`, with :math:`\mu` = ``mean``,
+    :math:`\Sigma` = ``cov`` and :math:`s` = ``log_scale``.
 
     Attributes:
         mean: mean ``(D,)`` of the normalised product.
@@ -289,8 +292,10 @@ def gaussian_product(
     covariance. This is Bayes' rule for a Gaussian prior and a Gaussian likelihood.
 
     Args:
-        mean1, cov1: the first Gaussian, ``(D,)`` and ``(D, D)``.
-        mean2, cov2: the second Gaussian, ``(D,)`` and ``(D, D)``.
+        mean1: mean :math:`\mu_1` of the first Gaussian, shape ``(D,)``.
+        cov1: covariance :math:`\Sigma_1` of the first Gaussian, shape ``(D, D)``.
+        mean2: mean :math:`\mu_2` of the second Gaussian, shape ``(D,)``.
+        cov2: covariance :math:`\Sigma_2` of the second Gaussian, shape ``(D, D)``.
 
     Returns:
         A :class:`GaussianProduct` with ``mean``, ``cov`` and ``log_scale``.
