@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.registry import register
+from benchmarks.registry import register, seed_from
 from gmbook.data import Toy2D
 
 __all__ = ["COMPONENTS", "N_INIT", "N_TRAIN", "GaussianMixtureModel"]
@@ -146,9 +146,6 @@ class GaussianMixtureModel(nn.Module):
         return x.to(torch.float32)
 
 
-def _seed_from(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator))
-
 
 @register(
     name="gaussian",
@@ -174,5 +171,5 @@ def train_gaussian_mixture(dataset: Toy2D, generator: torch.Generator) -> Gaussi
     r"""Fit a :data:`COMPONENTS`-component mixture to :data:`N_TRAIN` fresh points by EM."""
     x = dataset.sample(N_TRAIN, generator=generator)
     return GaussianMixtureModel.fit_em(
-        x, COMPONENTS, n_init=N_INIT, random_state=_seed_from(generator)
+        x, COMPONENTS, n_init=N_INIT, random_state=seed_from(generator)
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.registry import Trained, register
+from benchmarks.registry import Trained, register, seed_from
 from gmbook.data import Toy2D
 from gmbook.densities import Autoregressive, GaussianKDE, fit_em, select_bandwidth
 from gmbook.train import fit
@@ -34,9 +34,6 @@ N_KDE = 5000
 N_VALID = 1000
 """Held-out points that choose the KDE bandwidth."""
 
-
-def _seed_from(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator))
 
 
 @register(
@@ -81,6 +78,6 @@ def train_autoregressive(dataset: Toy2D, generator: torch.Generator) -> Trained:
     x = dataset.sample(N_TRAIN, generator=generator)
     model = Autoregressive(2, components=8, hidden=64)
     fit(model, x, steps=3000, batch_size=512, lr=3e-3, schedule="cosine",
-        seed=_seed_from(generator), progress=False)
+        seed=seed_from(generator), progress=False)
     model.requires_grad_(False)
     return Trained(sample=model.sample, nfe=2, log_prob=model.log_prob, n_train=N_TRAIN)

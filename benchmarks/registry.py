@@ -34,7 +34,15 @@ from torch import Tensor
 
 from gmbook.data import Toy2D
 
-__all__ = ["ENTRIES", "Entry", "Trained", "TrainedModel", "load_entries", "register"]
+__all__ = [
+    "ENTRIES",
+    "Entry",
+    "Trained",
+    "TrainedModel",
+    "load_entries",
+    "register",
+    "seed_from",
+]
 
 
 @runtime_checkable
@@ -155,3 +163,9 @@ def load_entries() -> dict[str, Entry]:
         if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
             importlib.import_module(f"benchmarks.{module.name}")
     return ENTRIES
+
+
+def seed_from(generator: torch.Generator) -> int:
+    r"""An int seed drawn from ``generator``, for code that takes a seed, not a generator
+    (``gmbook.train.fit``, scikit-learn)."""
+    return int(torch.randint(0, 2**31 - 1, (), generator=generator))
