@@ -56,6 +56,17 @@ Checkers of Appendix A (*Probability theory*):
                           sample size
 ========================  ===================================================
 
+Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
+
+========================  ==========================================================
+``mh_transition_matrix``  ``fn(target, proposal) -> P``, the exact
+                          Metropolis-Hastings transition matrix on ``S`` states
+``leapfrog``              ``fn(grad_log_prob, x, p, step_size, n_steps) -> (x, p)``,
+                          ``n_steps`` leapfrog steps (half kick, drift, half kick)
+``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation of one
+                          chain at the lags ``0, ..., T-1``
+========================  ==========================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -102,6 +113,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     evaluation,
     probability,
     problem,
+    sampling,
 )
 
 __all__ = [
