@@ -67,6 +67,15 @@ Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
                           chain at the lags ``0, ..., T-1``
 ========================  ==========================================================
 
+Checkers of the chapter *Energy-based models*:
+
+=======================  ===========================================================
+``grid_log_normalizer``  ``fn(energies, cell_area) -> log_z``, the log of the grid
+                         sum of ``exp(-E)`` times the cell area
+``langevin_step``        ``fn(grad_energy, x, step_size, noise, xi) -> x_new``, one
+                         Langevin step with noise scale ``noise``
+=======================  ===========================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -110,6 +119,7 @@ from gmbook.exercises._framework import (
 # The chapters' checkers register themselves on import.
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
+    ebm,
     evaluation,
     probability,
     problem,
