@@ -453,8 +453,8 @@ class TwoMoons(Toy2D):
     def nearest_moon(self, x: Tensor) -> Tensor:
         r"""The moon whose arc is nearer to each point: 0 (upper) or 1 (lower).
 
-        The labels of :meth:`gmbook.data.Toy2D.sample_with_labels` for points near the arcs; computed
-        in the raw coordinates against 512 points per arc.
+        The labels of :meth:`gmbook.data.Toy2D.sample_with_labels` for points near the
+        arcs; computed in the raw coordinates against 512 points per arc.
 
         Args:
             x: points in the space of :meth:`gmbook.data.Toy2D.sample`, shape ``(*B, 2)``.
