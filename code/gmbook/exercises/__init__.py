@@ -67,6 +67,15 @@ Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
                           chain at the lags ``0, ..., T-1``
 ========================  ==========================================================
 
+Checkers of the chapter *Normalizing flows*:
+
+==============  ==============================================================
+``rq_spline``   ``fn(x, x_knots, y_knots, derivatives) -> (y, log_deriv)``, the
+                rational-quadratic spline through given knots and its log-slope
+``made_masks``  ``fn(in_degrees, hidden_degrees) -> (mask_hidden, mask_out)``,
+                the bool masks of a one-hidden-layer MADE
+==============  ==============================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -111,6 +120,7 @@ from gmbook.exercises._framework import (
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
     evaluation,
+    flows,
     probability,
     problem,
     sampling,
