@@ -424,10 +424,12 @@ def test_actnorm_initializes_from_the_first_batch():
                                                                          dtype=F64) + 3.0
     z, lad = layer(x)
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(z.std(0), torch.ones(3, dtype=F64), rtol=0, atol=1e-12)
-    torch.testing.assert_close(lad[0], -x.std(0).log().sum(), rtol=0, atol=1e-12)
+    sd = x.std(0, correction=0)  # the maximum-likelihood scale
+    torch.testing.assert_close(z.std(0, correction=0), torch.ones(3, dtype=F64), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(lad[0], -sd.log().sum(), rtol=0, atol=1e-12)
     z2, _ = layer(x[:10] + 1.0)
-    torch.testing.assert_close(z2, z[:10] + 1.0 / x.std(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(z2, z[:10] + 1.0 / sd, rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- topology

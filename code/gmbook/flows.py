@@ -485,7 +485,8 @@ class ActNorm(nn.Module):
     r"""Activation normalization (Glow; eq. ``eq-flow-actnorm``): a per-coordinate affine
     map :math:`z = (x - \mu) \odot e^{-\rho}`, with :math:`\log|\det J| = -\sum_d \rho_d`,
     whose parameters are set by the *first* batch it sees so that this batch leaves with zero
-    mean and unit variance per coordinate (data-dependent initialization), then trained.
+    mean and unit (biased) variance per coordinate (data-dependent initialization), then
+    trained.
 
     Args:
         dim: :math:`D`.
@@ -505,7 +506,7 @@ class ActNorm(nn.Module):
         if x.shape[0] < 2:
             raise ValueError("ActNorm needs a batch of at least 2 points to initialize")
         self.shift.copy_(x.mean(0))
-        self.log_scale.copy_(x.std(0).clamp_min(1e-6).log())
+        self.log_scale.copy_(x.std(0, correction=0).clamp_min(1e-6).log())
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
