@@ -51,6 +51,7 @@ __all__ = [
     "MADE",
     "ActNorm",
     "AffineCoupling",
+    "CouplingLayer",
     "Flow",
     "Inverse",
     "LULinear",
@@ -108,10 +109,21 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
 # --------------------------------------------------------------------------- couplings
 
 
-class _Coupling(nn.Module):
-    r"""Shared code of coupling layers: a conditioner network reads the kept coordinates
-    :math:`x_{\bar m}` and outputs ``params`` numbers for each transformed coordinate;
-    the kept ones pass through unchanged, so the Jacobian is block triangular."""
+class CouplingLayer(nn.Module):
+    r"""The shared code of coupling layers (eq. ``eq-flow-affine-coupling``), a base class.
+
+    A conditioner MLP reads the kept coordinates :math:`x_{\bar m}` and outputs ``params``
+    numbers for each transformed coordinate; a subclass's ``_elementwise`` transforms
+    :math:`x_m` with them. The kept coordinates pass through unchanged, so the Jacobian is
+    block triangular (:prf:ref:`prop-flow-triangular`). The conditioner's last layer starts
+    at zero.
+
+    Args:
+        mask: ``(D,)`` bool, ``True`` for the coordinates to transform.
+        params: numbers per transformed coordinate.
+        hidden: width of the conditioner MLP.
+        depth: its number of hidden layers.
+    """
 
     def __init__(self, mask: Tensor, params: int, hidden: int, depth: int) -> None:
         super().__init__()
@@ -147,7 +159,7 @@ class _Coupling(nn.Module):
         raise NotImplementedError
 
 
-class AffineCoupling(_Coupling):
+class AffineCoupling(CouplingLayer):
     r"""The affine coupling layer of RealNVP (eq. ``eq-flow-affine-coupling``):
 
     .. math::
@@ -356,7 +368,7 @@ def spline_from_knots(
     return _spline(x, xk, yk, dk, check_bool("inverse", inverse))
 
 
-class SplineCoupling(_Coupling):
+class SplineCoupling(CouplingLayer):
     r"""A coupling layer whose elementwise transform is a monotone rational-quadratic
     spline (eq. ``eq-flow-rqs``) with ``bins`` bins on :math:`[-B, B]` and identity tails,
     its :math:`3K - 1` parameters computed from the kept coordinates (neural spline flows,
@@ -540,8 +552,8 @@ def made_masks(in_degrees: Tensor, hidden_degrees: Sequence[Tensor]) -> list[Ten
         hidden_degrees: the degrees of each hidden layer's units, each ``(H_l,)`` int64.
 
     Returns:
-        One bool mask per linear layer: ``(H_1, D)``, ``(H_2, H_1)``, ..., and the output
-        mask ``(D, H_L)``.
+        The bool masks of the linear layers in order, of shapes ``(H_1, D)``,
+        ``(H_2, H_1)``, ..., then the output mask ``(D, H_L)``.
     """
     if not isinstance(in_degrees, Tensor) or in_degrees.ndim != 1:
         raise TypeError(f"in_degrees must be a 1-D tensor, got {describe(in_degrees)}")
