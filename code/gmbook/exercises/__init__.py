@@ -76,6 +76,15 @@ Checkers of the chapter *Energy-based models*:
                          Langevin step with noise scale ``noise``
 =======================  ===========================================================
 
+Checkers of the chapter *Normalizing flows*:
+
+==============  ==============================================================
+``rq_spline``   ``fn(x, x_knots, y_knots, derivatives) -> (y, log_deriv)``, the
+                rational-quadratic spline through given knots and its log-slope
+``made_masks``  ``fn(in_degrees, hidden_degrees) -> (mask_hidden, mask_out)``,
+                the bool masks of a one-hidden-layer MADE
+==============  ==============================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -121,6 +130,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
     ebm,
     evaluation,
+    flows,
     probability,
     problem,
     sampling,
