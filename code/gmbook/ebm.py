@@ -183,7 +183,7 @@ class EBM(nn.Module):
 
     Args:
         net: the energy network, ``(B, D) -> (B, 1)`` or ``(B,)``.
-        negatives: one of :data:`gmbook.ebm.NEGATIVES`.
+        negatives: one of ``NEGATIVES``: ``"cd"``, ``"pcd"`` or ``"short-run"``.
         k: Langevin steps per training step.
         step_size: Langevin step :math:`h`.
         noise: Langevin noise scale :math:`\sigma` (1 samples :math:`p_\theta` itself).
