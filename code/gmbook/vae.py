@@ -89,10 +89,10 @@ def _normal_log_prob(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
 
 
 def kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
-    r""":math:`\mathrm{KL}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2) \,\|\,
-    \mathcal N(0, I)\big)`, the KL term of the ELBO, per row.
+    r"""The KL term of the ELBO, from a diagonal Gaussian to the standard normal, per row.
 
-    Implements eq. ``eq-vae-kl``:
+    :math:`\mathrm{KL}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2) \,\|\,
+    \mathcal N(0, I)\big)`, eq. ``eq-vae-kl``:
 
     .. math::
 
@@ -123,7 +123,8 @@ def kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
 
 
 class GaussianEncoder(nn.Module):
-    r"""An amortised diagonal-Gaussian posterior
+    r"""An amortised diagonal-Gaussian posterior, computed by one MLP.
+
     :math:`q_\phi(z \mid x) = \mathcal N\big(\mu_\phi(x), \operatorname{diag}
     \sigma^2_\phi(x)\big)`: one :class:`~gmbook.nets.MLP` maps ``x`` to
     :math:`(\mu, \log\sigma^2)`.
@@ -149,10 +150,11 @@ class GaussianEncoder(nn.Module):
 
 
 class LinearGaussianEncoder(nn.Module):
-    r"""A linear amortised posterior :math:`q(z \mid x) = \mathcal N\big(V x + c,
-    \operatorname{diag} \sigma^2\big)` whose variances do not depend on ``x``: the family
-    that contains the exact posterior of probabilistic PCA at its optimum
-    (:prf:ref:`prop-vae-linear-tight`).
+    r"""A linear encoder with constant variances, the one probabilistic PCA needs.
+
+    :math:`q(z \mid x) = \mathcal N\big(V x + c, \operatorname{diag} \sigma^2\big)`, whose
+    variances do not depend on ``x``: the family that contains the exact posterior of
+    probabilistic PCA at its optimum (:prf:ref:`prop-vae-linear-tight`).
 
     Args:
         data_dim: :math:`D`.
@@ -176,9 +178,10 @@ class LinearGaussianEncoder(nn.Module):
 
 
 class GaussianDecoder(nn.Module):
-    r"""A Gaussian likelihood :math:`p_\theta(x \mid z) = \mathcal N\big(f_\theta(z),
-    \operatorname{diag}\sigma^2\big)` with a learned standard deviation that does not
-    depend on :math:`z`.
+    r"""A Gaussian decoder whose standard deviation is learned but does not depend on ``z``.
+
+    :math:`p_\theta(x \mid z) = \mathcal N\big(f_\theta(z), \operatorname{diag}\sigma^2\big)`,
+    with :math:`f_\theta` an MLP (or a linear map) and :math:`\sigma` a parameter.
 
     Args:
         latent_dim: :math:`L`.
@@ -237,8 +240,10 @@ class GaussianDecoder(nn.Module):
 
 
 class AutoregressiveDecoder(nn.Module):
-    r"""A decoder powerful enough to ignore its latent: :math:`p_\theta(x \mid z) =
-    \prod_{d=1}^D p_\theta(x_d \mid x_{<d}, z)`, each factor a 1-D mixture of Gaussians
+    r"""A decoder powerful enough to ignore its latent: autoregressive, given ``z``.
+
+    :math:`p_\theta(x \mid z) = \prod_{d=1}^D p_\theta(x_d \mid x_{<d}, z)`, each factor a
+    1-D mixture of Gaussians
     computed by a :class:`~gmbook.densities.MixtureDensityNetwork` from
     :math:`(z, x_{<d})`. With :math:`z` ignored it is the autoregressive model of the
     densities chapter, which models two moons on its own; the chapter uses it to make
@@ -433,9 +438,11 @@ class VAE(nn.Module):
     def log_weights(self, x: Tensor, k: int, *,
                     posterior: tuple[Tensor, Tensor] | None = None,
                     generator: torch.Generator | None = None) -> Tensor:
-        r"""Log importance weights :math:`\log w_k = \log p_\theta(x, z_k) - \log
-        q_\phi(z_k \mid x)` of ``k`` draws :math:`z_k \sim q_\phi(\cdot \mid x)`, shape
-        ``(K, B)``; :math:`\mathbb E[w_k] = p_\theta(x)`."""
+        r"""Log importance weights of ``k`` draws of the posterior, shape ``(K, B)``.
+
+        :math:`\log w_k = \log p_\theta(x, z_k) - \log q_\phi(z_k \mid x)` for draws
+        :math:`z_k \sim q_\phi(\cdot \mid x)`; :math:`\mathbb E[w_k] = p_\theta(x)`.
+        """
         k = check_int("k", k)
         generator = check_generator(generator)
         xf = self._flat(x)
@@ -585,9 +592,11 @@ class LinearGaussianVAE(VAE):
         return torch.distributions.MultivariateNormal(mean, cov).log_prob(self._flat(x))
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""The exact posterior :math:`p(z \mid x) = \mathcal N\big(M^{-1} W^\top (x - b),
-        \sigma^2 M^{-1}\big)`, :math:`M = W^\top W + \sigma^2 I` (eq.
-        ``eq-vae-linear-posterior``): ``(mean (B, L), cov (L, L))``."""
+        r"""The exact posterior: ``(mean (B, L), cov (L, L))``.
+
+        :math:`p(z \mid x) = \mathcal N\big(M^{-1} W^\top (x - b), \sigma^2 M^{-1}\big)`
+        with :math:`M = W^\top W + \sigma^2 I` (eq. ``eq-vae-linear-posterior``).
+        """
         xf = self._flat(x)
         s2 = self.noise_var
         m = self.W.T @ self.W + s2 * torch.eye(self.latent_dim, dtype=xf.dtype, device=xf.device)
@@ -768,8 +777,10 @@ def log_marginal_quadrature(model: VAE, x: Tensor, *, lims: float = 4.0, n: int 
 
 @dataclasses.dataclass(frozen=True)
 class RateSplit:
-    r"""The rate split by eq. ``eq-vae-rate-split``: :math:`R = I_q(x; z) +
-    \mathrm{KL}(q(z) \,\|\, p(z))`, for the aggregate posterior of ``n`` points.
+    r"""The rate split into mutual information and prior mismatch, eq. ``eq-vae-rate-split``.
+
+    :math:`R = I_q(x; z) + \mathrm{KL}(q(z) \,\|\, p(z))`, for the aggregate posterior of
+    ``n`` points.
 
     Attributes:
         rate: :math:`R`, the mean of the closed-form KL terms.
@@ -785,9 +796,12 @@ class RateSplit:
 
 
 def aggregate_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
-    r""":math:`\log q(z)` of the aggregate posterior :math:`q(z) = \frac1n \sum_i
-    \mathcal N(z; \mu_i, \operatorname{diag}\sigma_i^2)` (eq. ``eq-vae-aggregate``), shape
-    ``(S,)`` for points ``z`` ``(S, L)`` and posteriors ``(n, L)``."""
+    r"""The log-density of the aggregate posterior of ``n`` diagonal Gaussians.
+
+    :math:`\log q(z)` for :math:`q(z) = \frac1n \sum_i \mathcal N(z; \mu_i,
+    \operatorname{diag}\sigma_i^2)` (eq. ``eq-vae-aggregate``), shape ``(S,)`` for points
+    ``z`` ``(S, L)`` and posteriors ``(n, L)``.
+    """
     z = _check_float("z", z)
     if mean.shape != log_var.shape or mean.ndim != 2 or z.ndim != 2 or \
             z.shape[1] != mean.shape[1]:
@@ -839,9 +853,10 @@ def rate_split(mean: Tensor, log_var: Tensor, *, samples: int = 10_000,
 def optimize_posteriors(model: VAE, x: Tensor, *, steps: int = 300, lr: float = 0.05,
                         samples: int = 16, generator: torch.Generator | None = None
                         ) -> tuple[Tensor, Tensor]:
-    r"""Per-point variational posteriors :math:`q_i = \mathcal N(m_i, \operatorname{diag}
-    s_i^2)` that maximise each point's ELBO with the model fixed, starting from the
-    encoder's output (Cremer et al., 2018).
+    r"""Per-point diagonal Gaussians that maximise each point's ELBO, the model fixed.
+
+    :math:`q_i = \mathcal N(m_i, \operatorname{diag} s_i^2)`, starting from the encoder's
+    output (Cremer et al., 2018).
 
     The ELBO of :math:`q_i` minus the encoder's is the *amortisation gap* of eq.
     ``eq-vae-gaps``. Each step is an Adam step on the reparameterized ELBO with ``samples``
