@@ -573,7 +573,7 @@ def reader_iwae_bound(log_w: Tensor) -> Tensor:
     return m + torch.log(torch.exp(log_w - m).mean(dim=0))
 
 
-def reader_linear_gaussian_posterior(W, b, noise_var, x):
+def reader_ppca_posterior(W, b, noise_var, x):
     # the push-through form: W^T (W W^T + s2 I)^-1 (x - b), cov I - W^T (W W^T + s2 I)^-1 W
     c = W @ W.T + noise_var * torch.eye(W.shape[0], dtype=W.dtype)
     gain = torch.linalg.solve(c, W).T                   # (L, D)
@@ -587,9 +587,9 @@ def reader_vector_quantize(z_e, codebook):
     return idx, codebook.index_select(0, idx)
 
 
-CHECKERS = ["iwae_bound", "linear_gaussian_posterior", "vector_quantize"]
+CHECKERS = ["iwae_bound", "ppca_posterior", "vector_quantize"]
 READERS = {"iwae_bound": reader_iwae_bound,
-           "linear_gaussian_posterior": reader_linear_gaussian_posterior,
+           "ppca_posterior": reader_ppca_posterior,
            "vector_quantize": reader_vector_quantize}
 
 
@@ -617,7 +617,7 @@ def test_vae_checker_references_agree_with_the_package():
         lw = model.log_weights(x, 16, generator=gen(42))
         bound = model.iwae_bound(x, 16, generator=gen(42))
         torch.testing.assert_close(ex._iwae_bound(lw), bound, rtol=0, atol=1e-12)
-        mean, cov = ex._linear_gaussian_posterior(model.W, model.b, float(model.noise_var), x)
+        mean, cov = ex._ppca_posterior(model.W, model.b, float(model.noise_var), x)
         ref_mean, ref_cov = model.posterior(x)
     torch.testing.assert_close(mean, ref_mean, rtol=0, atol=1e-12)
     torch.testing.assert_close(cov, ref_cov, rtol=0, atol=1e-12)
@@ -634,12 +634,12 @@ WRONG = [
     ("iwae_bound", ex._iwae_max, "bound is wrong", "only the dominant term"),
     ("iwae_bound", lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]),
      "bound has shape", "reduce over the K samples"),
-    ("linear_gaussian_posterior", ex._post_not_centred, "mean is wrong", "Centre the observation"),
-    ("linear_gaussian_posterior", ex._post_no_noise_in_m, "mean is wrong",
+    ("ppca_posterior", ex._post_not_centred, "mean is wrong", "Centre the observation"),
+    ("ppca_posterior", ex._post_no_noise_in_m, "mean is wrong",
      "M = W^T W + noise_var * I"),
-    ("linear_gaussian_posterior", ex._post_cov_no_scale, "cov is wrong", "not M^-1"),
-    ("linear_gaussian_posterior", ex._post_prior_cov, "cov is wrong", "the prior's, I"),
-    ("linear_gaussian_posterior", ex._post_precision, "cov is wrong", "its inverse"),
+    ("ppca_posterior", ex._post_cov_no_scale, "cov is wrong", "not M^-1"),
+    ("ppca_posterior", ex._post_prior_cov, "cov is wrong", "the prior's, I"),
+    ("ppca_posterior", ex._post_precision, "cov is wrong", "its inverse"),
     ("vector_quantize", ex._vq_argmax, "indices is wrong", "FARTHEST code"),
     ("vector_quantize", ex._vq_dot, "indices is wrong", "different lengths"),
     ("vector_quantize", ex._vq_identity, "z_q is wrong", "codebook[indices]"),

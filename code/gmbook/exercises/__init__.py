@@ -45,16 +45,14 @@ Checkers of the chapter *Evaluating generative models*:
 
 Checkers of the chapter *Variational autoencoders*:
 
-=============================  ==============================================
-``iwae_bound``                 ``fn(log_w) -> bound``, the importance-weighted
-                               bound from log-weights ``(K, B)``
-``linear_gaussian_posterior``  ``fn(W, b, noise_var, x)`` returns
-                               ``(mean, cov)``, the exact posterior of
-                               probabilistic PCA
-``vector_quantize``            ``fn(z_e, codebook)`` returns
-                               ``(indices, z_q)``, the nearest code of each
-                               vector
-=============================  ==============================================
+===================  ========================================================
+``iwae_bound``       ``fn(log_w) -> bound``, the importance-weighted bound from
+                     log-weights ``(K, B)``
+``ppca_posterior``   ``fn(W, b, noise_var, x)`` returns ``(mean, cov)``, the
+                     exact posterior of probabilistic PCA
+``vector_quantize``  ``fn(z_e, codebook)`` returns ``(indices, z_q)``, the
+                     nearest code of each vector
+===================  ========================================================
 
 Checkers of Appendix A (*Probability theory*):
 

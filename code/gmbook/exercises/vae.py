@@ -107,10 +107,10 @@ register(
 )
 
 
-# -- linear_gaussian_posterior ---------------------------------------------------------
+# -- ppca_posterior ---------------------------------------------------------
 
 
-def _linear_gaussian_posterior(W: Tensor, b: Tensor, noise_var: float, x: Tensor
+def _ppca_posterior(W: Tensor, b: Tensor, noise_var: float, x: Tensor
                                ) -> tuple[Tensor, Tensor]:
     r"""Reference: the posterior of :math:`x = W z + b + \sigma \epsilon`,
     :math:`z \sim \mathcal N(0, I)` (eq. ``eq-vae-linear-posterior``):
@@ -165,29 +165,29 @@ def _post_no_noise_in_m(W: Tensor, b: Tensor, noise_var: float, x: Tensor
 
 def _post_not_centred(W: Tensor, b: Tensor, noise_var: float, x: Tensor
                       ) -> tuple[Tensor, Tensor]:
-    return _linear_gaussian_posterior(W, torch.zeros_like(b), noise_var, x)
+    return _ppca_posterior(W, torch.zeros_like(b), noise_var, x)
 
 
 def _post_cov_no_scale(W: Tensor, b: Tensor, noise_var: float, x: Tensor
                        ) -> tuple[Tensor, Tensor]:
-    mean, cov = _linear_gaussian_posterior(W, b, noise_var, x)
+    mean, cov = _ppca_posterior(W, b, noise_var, x)
     return mean, cov / noise_var
 
 
 def _post_prior_cov(W: Tensor, b: Tensor, noise_var: float, x: Tensor) -> tuple[Tensor, Tensor]:
-    mean, _ = _linear_gaussian_posterior(W, b, noise_var, x)
+    mean, _ = _ppca_posterior(W, b, noise_var, x)
     return mean, torch.eye(W.shape[1], dtype=W.dtype)
 
 
 def _post_precision(W: Tensor, b: Tensor, noise_var: float, x: Tensor) -> tuple[Tensor, Tensor]:
-    mean, cov = _linear_gaussian_posterior(W, b, noise_var, x)
+    mean, cov = _ppca_posterior(W, b, noise_var, x)
     return mean, torch.linalg.inv(cov)
 
 
 register(
     Checker(
-        name="linear_gaussian_posterior",
-        reference=_linear_gaussian_posterior,
+        name="ppca_posterior",
+        reference=_ppca_posterior,
         generate=_posterior_cases,
         outputs=("mean", "cov"),
         hints=[
