@@ -441,3 +441,15 @@ def test_digits_split_sizes_partition_and_determinism():
     assert torch.equal(train, x_tr) and torch.equal(test, x_te)
     assert not torch.equal(digits_split(0.2, seed=1)[1], test)
     assert len(digits_split(0.5)[1]) == 899
+
+
+def test_nearest_moon_recovers_the_sampled_labels():
+    """``TwoMoons.nearest_moon`` returns the moon each point was drawn from (noise 0.05 is
+    far narrower than the gap between the arcs), for any batch shape."""
+    moons = TwoMoons()
+    x, y = moons.sample_with_labels(4000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(moons.nearest_moon(x), y)
+    assert moons.nearest_moon(x.reshape(40, 100, 2)).shape == (40, 100)
+    raw = TwoMoons(standardize=False)
+    xr, yr = raw.sample_with_labels(1000, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(raw.nearest_moon(xr), yr)

@@ -450,6 +450,27 @@ class TwoMoons(Toy2D):
         x = torch.stack([x1, x2], dim=-1)  # (n, 2)
         return x + self.noise * _normal((n, 2), generator, device, dtype), y
 
+    def nearest_moon(self, x: Tensor) -> Tensor:
+        r"""The moon whose arc is nearer to each point: 0 (upper) or 1 (lower).
+
+        The labels of :meth:`gmbook.data.Toy2D.sample_with_labels` for points near the
+        arcs; computed in the raw coordinates against 512 points per arc.
+
+        Args:
+            x: points in the space of :meth:`gmbook.data.Toy2D.sample`, shape ``(*B, 2)``.
+
+        Returns:
+            int64 labels of shape ``(*B,)``.
+        """
+        x = _check_points(x, 2)
+        flat = x.detach().reshape(-1, 2).to(torch.float64)
+        raw = self.standardizer.inverse(flat.cpu()) if self.standardize else flat.cpu()
+        s = torch.linspace(0, math.pi, 512, dtype=torch.float64)
+        arcs = torch.cat([torch.stack([s.cos(), s.sin()], -1),
+                          torch.stack([1 - s.cos(), 0.5 - s.sin()], -1)])  # (1024, 2)
+        lower = torch.cdist(raw, arcs).argmin(-1) >= 512
+        return lower.long().reshape(x.shape[:-1]).to(x.device)
+
     def _log_prob_raw(self, x: Tensor) -> Tensor:
         if self.noise < self._MIN_LOG_PROB_NOISE:
             raise ValueError(

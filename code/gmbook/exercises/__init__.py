@@ -67,6 +67,35 @@ Checkers of Appendix A (*Probability theory*):
                           sample size
 ========================  ===================================================
 
+Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
+
+========================  ==========================================================
+``mh_transition_matrix``  ``fn(target, proposal) -> P``, the exact
+                          Metropolis-Hastings transition matrix on ``S`` states
+``leapfrog``              ``fn(grad_log_prob, x, p, step_size, n_steps) -> (x, p)``,
+                          ``n_steps`` leapfrog steps (half kick, drift, half kick)
+``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation of one
+                          chain at the lags ``0, ..., T-1``
+========================  ==========================================================
+
+Checkers of the chapter *Energy-based models*:
+
+=======================  ===========================================================
+``grid_log_normalizer``  ``fn(energies, cell_area) -> log_z``, the log of the grid
+                         sum of ``exp(-E)`` times the cell area
+``langevin_step``        ``fn(grad_energy, x, step_size, noise, xi) -> x_new``, one
+                         Langevin step with noise scale ``noise``
+=======================  ===========================================================
+
+Checkers of the chapter *Normalizing flows*:
+
+==============  ==============================================================
+``rq_spline``   ``fn(x, x_knots, y_knots, derivatives) -> (y, log_deriv)``, the
+                rational-quadratic spline through given knots and its log-slope
+``made_masks``  ``fn(in_degrees, hidden_degrees) -> (mask_hidden, mask_out)``,
+                the bool masks of a one-hidden-layer MADE
+==============  ==============================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -110,9 +139,12 @@ from gmbook.exercises._framework import (
 # The chapters' checkers register themselves on import.
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
+    ebm,
     evaluation,
+    flows,
     probability,
     problem,
+    sampling,
     vae,
 )
 

@@ -1,0 +1,335 @@
+r"""Energy-based models: the chapter *Energy-based models* (``book/foundations/ebm.md``).
+
+An energy-based model (EBM) is a density :math:`p_\theta(x) = e^{-E_\theta(x)} / Z_\theta` given
+by a network :math:`E_\theta` (eq. ``eq-ebm-density``). Its log-likelihood gradient is a
+*positive phase* on the data minus a *negative phase* under the model
+(:prf:ref:`thm-ebm-gradient`, eq. ``eq-ebm-grad``), so training needs samples of the model
+itself, drawn here by Langevin dynamics (eq. ``eq-ebm-langevin``):
+
+- :class:`EBM`: the model, with the three ways of producing negatives the chapter compares
+  (contrastive divergence from the data, persistent chains in a replay buffer, short-run
+  chains from noise), an optional penalty on the energies' size, and
+  :meth:`EBM.grid_density`, the exact normalisation in two dimensions by a grid
+  (:class:`gmbook.problem.GridDensity`);
+- :func:`langevin`: Langevin dynamics on an energy, with a noise scale (eq.
+  ``eq-ebm-langevin``);
+- :func:`contrastive_loss`: the surrogate whose gradient is eq. ``eq-ebm-grad``.
+
+Example:
+    >>> ebm = EBM(MLP(2, 1, hidden=32, depth=2), negatives="short-run", k=5)
+    >>> ebm.loss(torch.randn(64, 2)).shape
+    torch.Size([])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
+                            describe)
+from gmbook.nets import MLP
+from gmbook.problem import GridDensity
+
+__all__ = ["EBM", "NEGATIVES", "contrastive_loss", "energy_mlp", "langevin"]
+
+#: The ways :class:`EBM` can draw its negative samples.
+NEGATIVES = ("cd", "pcd", "short-run")
+
+Energy = Callable[[Tensor], Tensor]
+
+
+def _check_points(x: object, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a Tensor of shape (B, D), got {describe(x)}")
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (B, D) with B >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def _energy_grad(energy: Energy, x: Tensor) -> Tensor:
+    """:math:`\\nabla_x E(x)` for points ``(B, D)``, without a graph to the parameters."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        e = energy(x)
+        if not isinstance(e, Tensor) or e.shape != x.shape[:1]:
+            got = tuple(e.shape) if isinstance(e, Tensor) else describe(e)
+            raise ValueError(f"energy must map (B, D) to (B,) = {tuple(x.shape[:1])}, got {got}")
+        (grad,) = torch.autograd.grad(e.sum(), x)
+    return grad
+
+
+def _noise_schedule(noise: object, steps: int) -> list[float]:
+    if isinstance(noise, (int, float)) and not isinstance(noise, bool):
+        return [check_nonnegative("noise", noise)] * steps
+    if isinstance(noise, (list, tuple, Tensor)) and len(noise) == steps:
+        return [check_nonnegative("noise", float(v)) for v in noise]
+    raise ValueError(f"noise must be a number >= 0 or a sequence of {steps} of them (one per "
+                     f"step), got {describe(noise)}")
+
+
+def langevin(
+    energy: Energy,
+    x0: Tensor,
+    steps: int,
+    step_size: float,
+    *,
+    noise: float | Sequence[float] = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Langevin dynamics on an energy, eq. ``eq-ebm-langevin``.
+
+    :math:`x \leftarrow x - h \nabla E(x) + \sigma \sqrt{2h}\,\xi` with
+    :math:`\xi \sim \mathcal N(0, I)`, ``steps`` times. With ``noise`` :math:`\sigma = 1` this
+    is the unadjusted Langevin algorithm (:func:`gmbook.mcmc.ula`) for
+    :math:`p \propto e^{-E}`; with a constant :math:`\sigma > 0` it is ULA with step
+    :math:`h\sigma^2` for the tempered density :math:`e^{-E/\sigma^2}` (colder for
+    :math:`\sigma < 1`, flatter for :math:`\sigma > 1`), and with :math:`\sigma = 0`
+    gradient descent on :math:`E`. A decreasing sequence of noise scales anneals from a flat
+    density down to :math:`p`.
+
+    Args:
+        energy: :math:`E`, ``(B, D) -> (B,)``, differentiable in its input.
+        x0: starting points, shape ``(B, D)``.
+        steps: number of steps (0 returns ``x0``).
+        step_size: :math:`h > 0`.
+        noise: :math:`\sigma \ge 0`, one number or one per step.
+        generator: source of randomness.
+
+    Returns:
+        The final points, shape ``(B, D)``, detached.
+    """
+    if not callable(energy):
+        raise TypeError(f"energy must be a callable (B, D) -> (B,), got {describe(energy)}")
+    x = _check_points(x0, "x0").detach()
+    steps = check_int("steps", steps, minimum=0)
+    h = check_positive("step_size", step_size)
+    sigmas = _noise_schedule(noise, steps)
+    generator = check_generator(generator)
+    for sigma in sigmas:
+        xi = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x - h * _energy_grad(energy, x) + sigma * math.sqrt(2 * h) * xi
+    return x
+
+
+def contrastive_loss(
+    energy: Energy, x_pos: Tensor, x_neg: Tensor, *, reg: float = 0.0
+) -> Tensor:
+    r"""The surrogate loss whose parameter gradient is eq. ``eq-ebm-grad``.
+
+    .. math::
+
+        \mathcal L = \frac1B \sum_i E_\theta(x_i^+) - \frac1{B'} \sum_j E_\theta(x_j^-)
+        + \alpha \Big(\frac1B \sum_i E_\theta(x_i^+)^2 + \frac1{B'} \sum_j
+        E_\theta(x_j^-)^2\Big),
+
+    with the negatives :math:`x^-` treated as constants. Without the penalty
+    (:math:`\alpha = 0`) and with negatives drawn from :math:`p_\theta`, its gradient is an
+    unbiased estimate of the gradient of the average negative log-likelihood
+    (:prf:ref:`thm-ebm-gradient`). The penalty keeps the energies near zero
+    :cite:p:`du2019implicit`; it changes the objective, not just its variance.
+
+    Args:
+        energy: :math:`E_\theta`, ``(B, D) -> (B,)``.
+        x_pos: data, shape ``(B, D)``.
+        x_neg: negative samples, shape ``(B', D)``.
+        reg: :math:`\alpha \ge 0`.
+
+    Returns:
+        The scalar loss.
+    """
+    x_pos, x_neg = _check_points(x_pos, "x_pos"), _check_points(x_neg, "x_neg")
+    if x_pos.shape[1] != x_neg.shape[1]:
+        raise ValueError(f"x_pos and x_neg must have the same dimension, got "
+                         f"{x_pos.shape[1]} and {x_neg.shape[1]}")
+    alpha = check_nonnegative("reg", reg)
+    e_pos, e_neg = energy(x_pos), energy(x_neg.detach())
+    loss = e_pos.mean() - e_neg.mean()
+    if alpha > 0:
+        loss = loss + alpha * ((e_pos**2).mean() + (e_neg**2).mean())
+    return loss
+
+
+class _LogDensity(nn.Module):
+    """``-E(x)`` as a module, for :class:`gmbook.problem.GridDensity`."""
+
+    def __init__(self, ebm: EBM) -> None:
+        super().__init__()
+        self.ebm = ebm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -self.ebm.energy(x)
+
+
+class EBM(nn.Module):
+    r"""An energy-based model :math:`p_\theta(x) = e^{-E_\theta(x)} / Z_\theta`, eq. ``eq-ebm-density``.
+
+    :meth:`loss` is the contrastive loss (:func:`contrastive_loss`) of a batch of data
+    against negatives drawn by :func:`langevin` on the current energy, started
+
+    - ``"cd"``: at the data batch itself (contrastive divergence, CD-:math:`k`
+      :cite:p:`hinton2002training`);
+    - ``"pcd"``: at states kept from earlier steps in a replay buffer, a fraction ``reinit``
+      of them restarted from uniform noise on the box ``init_lims`` (persistent contrastive
+      divergence with a buffer :cite:p:`du2019implicit`);
+    - ``"short-run"``: at fresh uniform noise every step (short-run MCMC).
+
+    The negatives' chains run ``k`` steps of size ``step_size`` with noise scale ``noise``.
+
+    Args:
+        net: the energy network, ``(B, D) -> (B, 1)`` or ``(B,)``.
+        negatives: one of :data:`gmbook.ebm.NEGATIVES`.
+        k: Langevin steps per training step.
+        step_size: Langevin step :math:`h`.
+        noise: Langevin noise scale :math:`\sigma` (1 samples :math:`p_\theta` itself).
+        reg: weight :math:`\alpha` of the energy penalty of :func:`contrastive_loss`.
+        buffer_size: number of states in the replay buffer (``"pcd"`` only).
+        reinit: fraction of buffer states restarted from noise at each step.
+        init_lims: the box ``(lo, hi)``, in every coordinate, of the noise that starts chains.
+        base_std: if given, :math:`s_0`, and the energy is the network plus the confining
+            term :math:`\lVert x\rVert^2 / (2 s_0^2)` (eq. ``eq-ebm-base``), which makes
+            :math:`Z_\theta` finite for any network whose output grows at most linearly;
+            ``None`` uses the network alone.
+        dim: data dimension (sizes the buffer).
+        generator: randomness of the negatives and of :meth:`sample` by default; ``None``
+            uses the global RNG.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        negatives: str = "pcd",
+        k: int = 20,
+        step_size: float = 0.01,
+        noise: float = 1.0,
+        reg: float = 0.0,
+        buffer_size: int = 8192,
+        reinit: float = 0.05,
+        init_lims: tuple[float, float] = (-3.0, 3.0),
+        base_std: float | None = None,
+        dim: int = 2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be an nn.Module, got {describe(net)}")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+        self.net, self.negatives = net, negatives
+        self.k = check_int("k", k)
+        self.step_size = check_positive("step_size", step_size)
+        self.noise = check_nonnegative("noise", noise)
+        self.reg = check_nonnegative("reg", reg)
+        self.reinit = check_nonnegative("reinit", reinit)
+        if self.reinit > 1:
+            raise ValueError(f"reinit must be in [0, 1], got {reinit}")
+        lo, hi = (float(v) for v in init_lims)
+        if not hi > lo:
+            raise ValueError(f"init_lims must be (lo, hi) with hi > lo, got {init_lims}")
+        self.init_lims = (lo, hi)
+        self.base_std = None if base_std is None else check_positive("base_std", base_std)
+        self.dim = check_int("dim", dim)
+        self.generator = check_generator(generator)
+        self.register_buffer("buffer", self._noise(check_int("buffer_size", buffer_size)))
+
+    def _noise(self, n: int, like: Tensor | None = None) -> Tensor:
+        """``n`` uniform points on the box ``init_lims``, shape ``(n, dim)``."""
+        device = None if like is None else like.device
+        lo, hi = self.init_lims
+        u = torch.rand(n, self.dim, generator=self.generator, device=device)
+        return lo + (hi - lo) * u
+
+    def energy(self, x: Tensor) -> Tensor:
+        r""":math:`E_\theta(x)`, shape ``(B,)`` for ``x`` of shape ``(B, D)`` (eq. ``eq-ebm-base``)."""
+        x = _check_points(x)
+        e = self.net(x).reshape(x.shape[0])
+        if self.base_std is not None:
+            e = e + 0.5 * (x**2).sum(1) / self.base_std**2
+        return e
+
+    def log_prob_unnormalized(self, x: Tensor) -> Tensor:
+        r""":math:`-E_\theta(x) = \log p_\theta(x) + \log Z_\theta`, shape ``(B,)``."""
+        return -self.energy(x)
+
+    def _chains(self, x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:
+        return langevin(self.energy, x, steps, self.step_size, noise=self.noise,
+                        generator=generator)
+
+    def sample_negatives(self, x_pos: Tensor) -> Tensor:
+        r"""Negatives for the data batch ``x_pos`` ``(B, D)``: ``(B, D)``, detached.
+
+        For ``"pcd"`` the buffer is updated in place with the new states.
+        """
+        x_pos = _check_points(x_pos, "x_pos")
+        b = x_pos.shape[0]
+        if self.negatives == "cd":
+            start = x_pos.detach()
+        elif self.negatives == "short-run":
+            start = self._noise(b, x_pos)
+        else:
+            size = self.buffer.shape[0]
+            idx = torch.randint(0, size, (b,), generator=self.generator,
+                                device=self.buffer.device)
+            start = self.buffer[idx].clone()
+            fresh = torch.rand(b, generator=self.generator, device=start.device) < self.reinit
+            start[fresh] = self._noise(int(fresh.sum()), start)
+        x_neg = self._chains(start.to(x_pos), self.k, self.generator)
+        if self.negatives == "pcd":
+            self.buffer[idx] = x_neg.to(self.buffer)
+        return x_neg
+
+    def loss(self, x: Tensor) -> Tensor:
+        """The contrastive loss of the data batch ``x`` ``(B, D)`` against fresh negatives."""
+        return contrastive_loss(self.energy, x, self.sample_negatives(x), reg=self.reg)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        steps: int | None = None,
+        noise: float | Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""Draw ``n`` points by Langevin dynamics from uniform noise on ``init_lims``.
+
+        Args:
+            n: number of points.
+            steps: chain length (default ``k``, the training chains' length: the samples the
+                model was trained against).
+            noise: noise scale, one number or one per step (default: the model's ``noise``).
+            generator: source of randomness (default: the model's own).
+
+        Returns:
+            Points of shape ``(n, D)``.
+        """
+        n = check_int("n", n)
+        steps = self.k if steps is None else check_int("steps", steps)
+        generator = self.generator if generator is None else check_generator(generator)
+        lo, hi = self.init_lims
+        device = next(self.parameters()).device
+        x0 = lo + (hi - lo) * torch.rand(n, self.dim, generator=generator, device=device)
+        return langevin(self.energy, x0, steps, self.step_size,
+                        noise=self.noise if noise is None else noise, generator=generator)
+
+    def grid_density(self, lims: tuple[float, float] = (-3.5, 3.5), n: int = 256) -> GridDensity:
+        r"""The EBM normalised on a grid: a :class:`gmbook.problem.GridDensity` of :math:`-E`.
+
+        Only for ``dim == 2``. Its ``log_prob`` is the exact log-density of the model
+        restricted to the box ``lims`` (up to the grid's quadrature error), its ``sample``
+        draws exactly from the grid distribution.
+        """
+        if self.dim != 2:
+            raise ValueError(f"grid_density needs dim == 2, got dim = {self.dim}")
+        device = next(self.parameters()).device
+        return GridDensity(_LogDensity(self), lims=lims, n=n).to(device)
+
+
+def energy_mlp(hidden: int = 64, depth: int = 2, dim: int = 2) -> MLP:
+    """A small energy network ``(B, dim) -> (B, 1)`` with SiLU activations."""
+    return MLP(dim, 1, hidden=hidden, depth=depth)
