@@ -43,6 +43,17 @@ Checkers of the chapter *Evaluating generative models*:
                        2-Wasserstein distance between Gaussians (FID)
 =====================  ======================================================
 
+Checkers of the chapter *Variational autoencoders*:
+
+===================  ========================================================
+``iwae_bound``       ``fn(log_w) -> bound``, the importance-weighted bound from
+                     log-weights ``(K, B)``
+``ppca_posterior``   ``fn(W, b, noise_var, x)`` returns ``(mean, cov)``, the
+                     exact posterior of probabilistic PCA
+``vector_quantize``  ``fn(z_e, codebook)`` returns ``(indices, z_q)``, the
+                     nearest code of each vector
+===================  ========================================================
+
 Checkers of Appendix A (*Probability theory*):
 
 ========================  ===================================================
@@ -134,6 +145,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     probability,
     problem,
     sampling,
+    vae,
 )
 
 __all__ = [
