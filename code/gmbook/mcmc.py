@@ -103,6 +103,13 @@ def _evaluate(log_prob: LogProb, x: Tensor) -> Tensor:
     return lp
 
 
+def _check_sampler(
+    log_prob: object, x0: object, generator: object
+) -> tuple[LogProb, Tensor, torch.Generator | None]:
+    """The log-density, a fresh copy of the states ``(C, D)`` and the generator, checked."""
+    return _check_log_prob(log_prob), _check_states(x0).clone(), check_generator(generator)
+
+
 def _check_chain_args(steps: object, step_size: object, burn_in: object, thin: object) -> tuple:
     steps = check_int("steps", steps)
     step_size = check_positive("step_size", step_size)
@@ -397,10 +404,8 @@ def random_walk_mh(
     Returns:
         :class:`Chains`, with ``grad_evals = 0``.
     """
-    log_prob = _check_log_prob(log_prob)
-    x = _check_states(x0).clone()
+    log_prob, x, generator = _check_sampler(log_prob, x0, generator)
     steps, h, burn_in, thin = _check_chain_args(steps, step_size, burn_in, thin)
-    generator = check_generator(generator)
     with torch.no_grad():
         lp = _evaluate(log_prob, x)
 
@@ -445,10 +450,8 @@ def ula(
     Returns:
         :class:`Chains`, with ``acceptance`` all ones.
     """
-    log_prob = _check_log_prob(log_prob)
-    x = _check_states(x0).clone()
+    log_prob, x, generator = _check_sampler(log_prob, x0, generator)
     steps, h, burn_in, thin = _check_chain_args(steps, step_size, burn_in, thin)
-    generator = check_generator(generator)
     ones = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
 
     def step() -> tuple[Tensor, Tensor]:
@@ -495,10 +498,8 @@ def mala(
     Returns:
         :class:`Chains`.
     """
-    log_prob = _check_log_prob(log_prob)
-    x = _check_states(x0).clone()
+    log_prob, x, generator = _check_sampler(log_prob, x0, generator)
     steps, h, burn_in, thin = _check_chain_args(steps, step_size, burn_in, thin)
-    generator = check_generator(generator)
     lp, grad = log_prob_and_grad(log_prob, x)
 
     def step() -> tuple[Tensor, Tensor]:
@@ -625,14 +626,12 @@ def hmc(
     Returns:
         :class:`Chains`, with ``grad_evals = steps * n_leapfrog + 1``.
     """
-    log_prob = _check_log_prob(log_prob)
-    x = _check_states(x0).clone()
+    log_prob, x, generator = _check_sampler(log_prob, x0, generator)
     steps, h, burn_in, thin = _check_chain_args(steps, step_size, burn_in, thin)
     n_leapfrog = check_int("n_leapfrog", n_leapfrog)
     jitter = check_nonnegative("jitter", jitter)
     if jitter >= 1:
         raise ValueError(f"jitter must be in [0, 1), got {jitter}")
-    generator = check_generator(generator)
     lp, grad = log_prob_and_grad(log_prob, x)
 
     def step() -> tuple[Tensor, Tensor]:
