@@ -218,7 +218,7 @@ def test_training_reduces_the_contrastive_loss_towards_the_data():
         (lambda: langevin(lambda x: x.sum(1), torch.zeros(2, 2), 3, -0.1), ValueError,
          "step_size must be > 0"),
         (lambda: langevin(lambda x: x, torch.zeros(2, 2), 3, 0.1), ValueError,
-         r"energy must map \(B, D\) to \(B,\)"),
+         r"must map \(C, D\) to \(C,\)"),
         (lambda: contrastive_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(2, 3)),
          ValueError, "same dimension"),
         (lambda: contrastive_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(2, 2),

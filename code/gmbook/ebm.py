@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
                             describe)
+from gmbook.mcmc import log_prob_and_grad
 from gmbook.nets import MLP
 from gmbook.problem import GridDensity
 
@@ -54,14 +55,7 @@ def _check_points(x: object, name: str = "x") -> Tensor:
 
 def _energy_grad(energy: Energy, x: Tensor) -> Tensor:
     """:math:`\\nabla_x E(x)` for points ``(B, D)``, without a graph to the parameters."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        e = energy(x)
-        if not isinstance(e, Tensor) or e.shape != x.shape[:1]:
-            got = tuple(e.shape) if isinstance(e, Tensor) else describe(e)
-            raise ValueError(f"energy must map (B, D) to (B,) = {tuple(x.shape[:1])}, got {got}")
-        (grad,) = torch.autograd.grad(e.sum(), x)
-    return grad
+    return -log_prob_and_grad(lambda z: -energy(z), x)[1]
 
 
 def _noise_schedule(noise: object, steps: int) -> list[float]:
@@ -238,11 +232,14 @@ class EBM(nn.Module):
         self.generator = check_generator(generator)
         self.register_buffer("buffer", self._noise(check_int("buffer_size", buffer_size)))
 
-    def _noise(self, n: int, like: Tensor | None = None) -> Tensor:
-        """``n`` uniform points on the box ``init_lims``, shape ``(n, dim)``."""
+    def _noise(
+        self, n: int, like: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` uniform points on the box ``init_lims``, shape ``(n, dim)``, drawn from
+        ``generator`` (default: the model's own), on the device of ``like``."""
         device = None if like is None else like.device
         lo, hi = self.init_lims
-        u = torch.rand(n, self.dim, generator=self.generator, device=device)
+        u = torch.rand(n, self.dim, generator=generator or self.generator, device=device)
         return lo + (hi - lo) * u
 
     def energy(self, x: Tensor) -> Tensor:
@@ -311,9 +308,7 @@ class EBM(nn.Module):
         n = check_int("n", n)
         steps = self.k if steps is None else check_int("steps", steps)
         generator = self.generator if generator is None else check_generator(generator)
-        lo, hi = self.init_lims
-        device = next(self.parameters()).device
-        x0 = lo + (hi - lo) * torch.rand(n, self.dim, generator=generator, device=device)
+        x0 = self._noise(n, next(self.parameters()), generator)
         return langevin(self.energy, x0, steps, self.step_size,
                         noise=self.noise if noise is None else noise, generator=generator)
 
