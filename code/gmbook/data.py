@@ -392,7 +392,8 @@ def _arc_quadrature(noise: float, nodes: int = 32) -> tuple[np.ndarray, np.ndarr
 class TwoMoons(Toy2D):
     r"""Two interleaving half circles ("two moons"), sampled iid.
 
-    A point is drawn as follows: a moon label :math:`y \sim \mathrm{Bernoulli}(1/2)`, an arc
+    A point is drawn as follows: a moon label :math:`y \in \{0, 1\}` (the upper moon, 0, with
+    probability ``upper``, by default 1/2), an arc
     position :math:`s \sim \mathcal{U}(0, \pi)`, the centre
 
     .. math::
@@ -407,8 +408,9 @@ class TwoMoons(Toy2D):
 
     .. math::
 
-        p(x) = \frac12 \sum_{y=0}^{1} \frac1\pi \int_0^\pi
+        p(x) = \sum_{y=0}^{1} w_y \frac1\pi \int_0^\pi
             \mathcal{N}(x; c_y(s), \text{noise}^2 I)\, ds ,
+        \qquad w_0 = \text{upper},\ w_1 = 1 - \text{upper},
 
     computed in float64 by composite Gauss-Legendre quadrature in :math:`s` with a
     log-sum-exp: 32 nodes on each panel, panels at most :math:`8\,\text{noise}` wide (the
@@ -421,6 +423,9 @@ class TwoMoons(Toy2D):
     Args:
         noise: standard deviation of the isotropic Gaussian noise, ``> 0``. :meth:`log_prob`
             needs ``noise >= 1e-4`` (finer noise would need too many nodes).
+        upper: probability of the upper moon, in :math:`(0, 1)`; the mixture weights of
+            the density are ``upper`` and ``1 - upper``. Unequal weights show that a score
+            alone cannot tell how much mass each moon carries (the score chapter).
         standardize: map the samples by the fixed :attr:`standardizer`.
 
     Example:
@@ -433,16 +438,27 @@ class TwoMoons(Toy2D):
     """
 
     noise: float = 0.05
+    upper: float = 0.5
     standardize: bool = True
     components: ClassVar[int] = 2
     _MIN_LOG_PROB_NOISE: ClassVar[float] = 1e-4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise", _check_positive("noise", self.noise))
+        upper = self.upper
+        if isinstance(upper, bool) or not isinstance(upper, (int, float)) or not 0 < upper < 1:
+            raise ValueError(f"upper must be a probability in (0, 1), got {upper!r}")
+        object.__setattr__(self, "upper", float(upper))
         _check_bool("standardize", self.standardize)
 
+    def _moon_weights(self) -> tuple[float, float]:
+        return self.upper, 1.0 - self.upper
+
     def _sample_raw(self, n, generator, device, dtype):
-        y = torch.randint(0, 2, (n,), generator=generator, device=device)
+        if self.upper == 0.5:  # the historical stream: every chapter's numbers stay the same
+            y = torch.randint(0, 2, (n,), generator=generator, device=device)
+        else:
+            y = (_uniform(n, generator, device, torch.float64) >= self.upper).long()
         s = math.pi * _uniform(n, generator, device, dtype)
         lower = y == 1
         x1 = torch.where(lower, 1 - torch.cos(s), torch.cos(s))
@@ -471,6 +487,46 @@ class TwoMoons(Toy2D):
         lower = torch.cdist(raw, arcs).argmin(-1) >= 512
         return lower.long().reshape(x.shape[:-1]).to(x.device)
 
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density of :meth:`log_prob` as an explicit mixture of axis-aligned Gaussians.
+
+        The quadrature above turns the integral over the arcs into a finite mixture: one
+        Gaussian per node, centred on the node's point of an arc, with the node's weight
+        (halved, one half per moon). With ``standardize=True`` the centres go through the
+        :attr:`standardizer` and the variances are divided by the squared scales, so that
+        the mixture is the density of :meth:`sample` exactly (up to quadrature error).
+        The score chapter uses it for exact scores of noised data: adding
+        :math:`\mathcal N(0, \sigma^2 I)` noise adds :math:`\sigma^2` to every variance.
+
+        Returns:
+            The triple ``(weights, means, variances)``, float64 on the CPU, of shapes
+            ``(K,)``, ``(K, 2)`` and ``(K, 2)`` with ``K`` twice the number of nodes; the
+            weights sum to 1 (up to rounding).
+
+        Example:
+            >>> w, mu, var = TwoMoons().mixture()
+            >>> w.shape, mu.shape, var.shape
+            (torch.Size([1024]), torch.Size([1024, 2]), torch.Size([1024, 2]))
+        """
+        if self.noise < self._MIN_LOG_PROB_NOISE:
+            raise ValueError(
+                f"TwoMoons.mixture needs noise >= {self._MIN_LOG_PROB_NOISE} for its "
+                f"quadrature, got noise = {self.noise}"
+            )
+        s_np, w_np = _arc_quadrature(self.noise)
+        s = torch.as_tensor(s_np)  # (K/2,)
+        w = torch.as_tensor(w_np)  # quadrature weights of one moon, summing to 1
+        w_up, w_low = self._moon_weights()
+        upper = torch.stack([torch.cos(s), torch.sin(s)], -1)
+        lower = torch.stack([1 - torch.cos(s), 0.5 - torch.sin(s)], -1)
+        means = torch.cat([upper, lower])  # (K, 2)
+        var = torch.full_like(means, self.noise**2)  # (K, 2)
+        if self.standardize:
+            st = self.standardizer
+            means = st.transform(means)
+            var = var / st.std.to(var) ** 2
+        return torch.cat([w_up * w, w_low * w]), means, var
+
     def _log_prob_raw(self, x: Tensor) -> Tensor:
         if self.noise < self._MIN_LOG_PROB_NOISE:
             raise ValueError(
@@ -479,10 +535,11 @@ class TwoMoons(Toy2D):
             )
         s_np, w_np = _arc_quadrature(self.noise)
         s = torch.as_tensor(s_np, device=x.device)  # (K,)
-        log_w = torch.as_tensor(np.log(w_np / 2), device=x.device)  # mixture weight 1/2
+        log_w = torch.as_tensor(np.log(w_np), device=x.device)  # one moon's nodes
         c1 = torch.cat([torch.cos(s), 1 - torch.cos(s)])  # (2K,) both moons' centres
         c2 = torch.cat([torch.sin(s), 0.5 - torch.sin(s)])  # (2K,)
-        log_w = torch.cat([log_w, log_w])  # (2K,)
+        w_up, w_low = self._moon_weights()
+        log_w = torch.cat([log_w + math.log(w_up), log_w + math.log(w_low)])  # (2K,)
         var = self.noise**2
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, 2)  # (B, 2)

@@ -285,7 +285,7 @@ class MLP(nn.Module):
             self.time_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
 
     def _batch_times(self, t: Tensor | float, x: Tensor) -> Tensor:
-        """Validate ``t`` and return it with shape ``(B,)`` on ``x``'s device."""
+        """Validate ``t`` and return it with shape ``(B,)``, or ``(1,)`` for a scalar."""
         if isinstance(t, bool) or not isinstance(t, (Tensor, int, float)):
             raise TypeError(
                 f"MLP: t must be a tensor of shape (B,) or a number, got {type(t).__name__}"
@@ -293,7 +293,7 @@ class MLP(nn.Module):
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
         t = torch.as_tensor(t, device=x.device).to(dtype)
         if t.ndim == 0:
-            return t.expand(x.shape[0])  # scalar -> (B,)
+            return t.reshape(1)  # a scalar: the time branch runs once and broadcasts
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(
                 f"MLP: t must be a scalar or have shape (B,) = ({x.shape[0]},), "
@@ -307,7 +307,9 @@ class MLP(nn.Module):
         Args:
             x: inputs, shape ``(B, in_dim)``.
             t: times, shape ``(B,)``, or a Python number / 0-d tensor used for the whole
-                batch. Required if and only if the network was built with ``time_dim > 0``.
+                batch (the time branch then runs once, not once per row, which makes the
+                many network calls of a sampler cheaper). Required if and only if the
+                network was built with ``time_dim > 0``.
 
         Returns:
             Outputs of shape ``(B, out_dim)``.
@@ -340,7 +342,7 @@ class MLP(nn.Module):
                 "call it as net(x, t) with t of shape (B,) or a scalar"
             )
         assert self.time_proj is not None
-        tau = self.time_embed(self._batch_times(t, x))  # (B, hidden)
+        tau = self.time_embed(self._batch_times(t, x))  # (B, hidden) or (1, hidden)
         h = x
         for layer, act, proj in zip(self.layers, self.acts, self.time_proj):
             h = act(layer(h) + proj(tau))  # (B, hidden)
