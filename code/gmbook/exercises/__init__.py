@@ -96,6 +96,15 @@ Checkers of the chapter *Normalizing flows*:
                 the bool masks of a one-hidden-layer MADE
 ==============  ==============================================================
 
+Checkers of the chapter *Score matching and denoising*:
+
+==========================  ========================================================
+``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
+                            score of an isotropic Gaussian mixture noised at ``sigma``
+``annealed_langevin_step``  ``fn(x, score, sigma, sigma_last, eps, z) -> x_new``, one
+                            step of annealed Langevin dynamics at level ``sigma``
+==========================  ========================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -145,6 +154,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     probability,
     problem,
     sampling,
+    score,
     vae,
 )
 
