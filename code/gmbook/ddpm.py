@@ -707,6 +707,7 @@ class DDPM(nn.Module):
         bin_width: float | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 4096,
+        variance: Literal["posterior", "beta"] = "posterior",
     ) -> Tensor:
         r"""The negative variational bound :math:`-\mathrm{ELBO}(x)` in nats, per example.
 
@@ -728,6 +729,9 @@ class DDPM(nn.Module):
             bin_width: :math:`\Delta` for discrete data, or ``None`` (continuous density).
             generator: randomness of the noise draws.
             batch_size: examples times steps evaluated per network call.
+            variance: the reverse variance :math:`\sigma_t^2` of the terms
+                :math:`t \ge 2`: ``"posterior"`` (:math:`\tilde\beta_t`) or ``"beta"``
+                (:math:`\beta_t`), the two choices of Ho et al. (2020).
 
         Returns:
             The bound in nats, shape ``(B,)``.
@@ -737,6 +741,8 @@ class DDPM(nn.Module):
         batch_size = check_int("batch_size", batch_size)
         if bin_width is not None:
             bin_width = check_positive("bin_width", bin_width)
+        if variance not in ("posterior", "beta"):
+            raise ValueError(f"nll_bound: variance must be 'posterior' or 'beta', got {variance!r}")
         B, D = x.shape[0], math.prod(self.shape)
         total = self.prior_kl(x)  # L_T, (B,)
         per_chunk = max(1, batch_size // B)
@@ -750,10 +756,42 @@ class DDPM(nn.Module):
             ab_t = append_dims(self.ab(t, x), x.ndim)
             x_t = q_sample(x0, ab_t, eps)
             _, x0_hat = self.predict(x_t, t)
-            terms = self._kl_terms(x0, x0_hat, x_t, t, bin_width)  # (k B,)
+            terms = self._kl_terms(x0, x0_hat, x_t, t, bin_width, variance)  # (k B,)
             total = total + terms.reshape(k, B).sum(0)
         del D
         return total
+
+    @torch.no_grad()
+    def bound_term(
+        self,
+        x: Tensor,
+        t: int,
+        *,
+        bin_width: float | None = None,
+        generator: torch.Generator | None = None,
+        variance: Literal["posterior", "beta"] = "posterior",
+    ) -> Tensor:
+        r"""One term of the bound (eq. ``eq-ddpm-elbo``): :math:`L_{t-1}`, or :math:`L_0` at ``t = 1``.
+
+        Args:
+            x: clean data, shape ``(B, *D)``.
+            t: the step, in ``[1, T]``.
+            bin_width: as in :meth:`gmbook.ddpm.DDPM.nll_bound`.
+            generator: randomness of the draw of :math:`x_t`.
+            variance: as in :meth:`gmbook.ddpm.DDPM.nll_bound`.
+
+        Returns:
+            The term in nats per example (one draw of :math:`x_t`), shape ``(B,)``.
+        """
+        x = self._check_x(x)
+        t = check_int("t", t)
+        if t > self.T:
+            raise ValueError(f"bound_term: t must be at most T = {self.T}, got {t}")
+        steps = torch.full((x.shape[0],), t, device=x.device)
+        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_t = q_sample(x, append_dims(self.ab(steps, x), x.ndim), eps)
+        _, x0_hat = self.predict(x_t, t)
+        return self._kl_terms(x, x0_hat, x_t, steps, bin_width, variance)
 
     def prior_kl(self, x: Tensor) -> Tensor:
         r""":math:`L_T = \mathrm{KL}(q(x_T \mid x_0) \,\|\, \mathcal N(0, I))` per example, ``(B,)``."""
@@ -764,7 +802,13 @@ class DDPM(nn.Module):
         return 0.5 * (mean2 + D * ((1 - ab) - 1 - torch.log(1 - ab)))
 
     def _kl_terms(
-        self, x0: Tensor, x0_hat: Tensor, x_t: Tensor, t: Tensor, bin_width: float | None
+        self,
+        x0: Tensor,
+        x0_hat: Tensor,
+        x_t: Tensor,
+        t: Tensor,
+        bin_width: float | None,
+        variance: str = "posterior",
     ) -> Tensor:
         """The terms :math:`L_{t-1}` (``t >= 2``) and :math:`L_0` (``t = 1``), ``(N,)``."""
         ab_t = append_dims(self.ab(t, x0), x0.ndim)
@@ -773,8 +817,12 @@ class DDPM(nn.Module):
         coef = ab_s.sqrt() * beta / (1 - ab_t)  # weight of x0 in the posterior mean
         var = (1 - ab_s) / (1 - ab_t) * beta  # tilde beta_t (0 at t = 1)
         first = t == 1
-        safe_var = torch.where(append_dims(first, x0.ndim), beta, var)
-        kl = (coef**2 * (x0 - x0_hat) ** 2 / (2 * safe_var)).flatten(1).sum(1)  # (N,)
+        sigma2 = beta if variance == "beta" else torch.where(append_dims(first, x0.ndim), beta, var)
+        ratio = var / sigma2  # 1 for the posterior variance
+        kl = (coef**2 * (x0 - x0_hat) ** 2 / (2 * sigma2)
+              + 0.5 * (ratio - 1 - torch.log(ratio))).flatten(1).sum(1)  # (N,)
+        if variance == "posterior":
+            kl = (coef**2 * (x0 - x0_hat) ** 2 / (2 * sigma2)).flatten(1).sum(1)
         dec = self._decoder_nll(x0, x0_hat, beta, bin_width)  # (N,)
         return torch.where(first, dec, kl)
 
