@@ -125,7 +125,8 @@ def test_posterior_matches_bayes_rule(t):
     # Bayes' rule on a grid around the prior mean
     m1, v1 = ab[t - 1].sqrt() * 0.8, 1 - ab[t - 1]
     y = torch.linspace(-8, 8, 400_001, dtype=F64)
-    logp = -0.5 * (y - m1) ** 2 / v1 - 0.5 * (xt.item() - (1 - betas[t - 1]).sqrt() * y) ** 2 / betas[t - 1]
+    b = betas[t - 1]
+    logp = -0.5 * (y - m1) ** 2 / v1 - 0.5 * (xt.item() - (1 - b).sqrt() * y) ** 2 / b
     w = torch.exp(logp - logp.max())
     w = w / w.sum()
     m_num = (w * y).sum()
@@ -146,9 +147,11 @@ def test_posterior_strided_equals_composition():
     xt = a * xs + (1 - ab[t] / ab[s]).sqrt() * torch.randn(n, 1, generator=g, dtype=F64)
     feats = torch.cat([x0, xt], 1)
     coef = torch.linalg.lstsq(feats, xs).solution.squeeze()
-    mean, var = posterior_mean_var(torch.tensor([[1.0]], dtype=F64), torch.tensor([[0.0]], dtype=F64), ab[t], ab[s])
-    mean2, _ = posterior_mean_var(torch.tensor([[0.0]], dtype=F64), torch.tensor([[1.0]], dtype=F64), ab[t], ab[s])
-    torch.testing.assert_close(coef, torch.stack([mean.squeeze(), mean2.squeeze()]), atol=5e-3, rtol=0)
+    one, zero = torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)
+    mean, var = posterior_mean_var(one, zero, ab[t], ab[s])  # coefficient of x0
+    mean2, _ = posterior_mean_var(zero, one, ab[t], ab[s])  # coefficient of x_t
+    expected = torch.stack([mean.squeeze(), mean2.squeeze()])
+    torch.testing.assert_close(coef, expected, atol=5e-3, rtol=0)
     resid = xs - feats @ coef[:, None]
     torch.testing.assert_close(resid.var(), var.squeeze(), rtol=0.02, atol=0)
 
@@ -240,7 +243,8 @@ def test_ddim_eta_one_is_posterior_sample():
     z = torch.randn(4, 3, generator=g, dtype=F64)
     x0 = x0_from_eps(xt, eps, ab_t)
     mean, var = posterior_mean_var(x0, xt, ab_t, ab_s)
-    torch.testing.assert_close(ddim_step(xt, eps, ab_t, ab_s, eta=1.0, noise=z), mean + var.sqrt() * z)
+    step = ddim_step(xt, eps, ab_t, ab_s, eta=1.0, noise=z)
+    torch.testing.assert_close(step, mean + var.sqrt() * z)
 
 
 def test_sampler_makes_steps_network_calls_and_path():
@@ -257,12 +261,22 @@ def test_sampler_makes_steps_network_calls_and_path():
     torch.testing.assert_close(path.states[-1], path.samples)
 
 
-def test_shared_time_fast_path_equals_mlp():
-    """The shared-time evaluation of an MLP equals calling it with a (B,) time."""
+def test_fast_path_equals_mlp():
+    """The fast evaluation of an MLP (time branch once per distinct step, folded biases,
+    chunks of rows) equals calling it: for one shared step, and for per-row steps with
+    autograd off, over more rows than one chunk."""
     net = MLP(4, hidden=16, time_dim=8)
     model = DDPM(net, (4,), T=50)
     x = torch.randn(5, 4)
     torch.testing.assert_close(model.net_output(x, 13), net(x, torch.full((5,), 13 / 50)))
+    n = ddpm._CHUNK + 300
+    x, t = torch.randn(n, 4), torch.randint(1, 51, (n,))
+    with torch.no_grad():
+        torch.testing.assert_close(model.net_output(x, t), net(x, t / 50))
+        torch.testing.assert_close(model.net_output(x, 7), net(x, torch.full((n,), 7 / 50)))
+    out = model.net_output(x, 7)  # with autograd on, gradients flow
+    out.sum().backward()
+    assert net.layers[0].weight.grad is not None
 
 
 def test_clip_changes_standardized_samples():
@@ -336,7 +350,8 @@ def test_prior_kl_closed_form():
     xT = ab.sqrt() * x0 + (1 - ab).sqrt() * z
     logq = (-0.5 * z**2 - 0.5 * torch.log(1 - ab)).sum(1)
     logp = (-0.5 * xT**2).sum(1)
-    torch.testing.assert_close(model.prior_kl(x0).squeeze(), (logq - logp).mean(), atol=0.01, rtol=0)
+    kl_mc = (logq - logp).mean()
+    torch.testing.assert_close(model.prior_kl(x0).squeeze(), kl_mc, atol=0.01, rtol=0)
 
 
 # ------------------------------------------------------------------ API

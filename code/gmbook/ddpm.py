@@ -185,9 +185,10 @@ def _same_shape(a: Tensor, b: Tensor, name: str) -> None:
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
-    r"""Clean data from noise: :math:`x_0 = (x_t - \sqrt{1-\bar\alpha}\,\epsilon)/\sqrt{\bar\alpha}`.
+    r"""Clean data from noise.
 
-    Eq. ``eq-ddpm-conversions`` (the marginal ``eq-ddpm-marginal`` solved for :math:`x_0`).
+    :math:`x_0 = (x_t - \sqrt{1-\bar\alpha}\,\epsilon)/\sqrt{\bar\alpha}`;
+    eq. ``eq-ddpm-conversions`` (the marginal ``eq-ddpm-marginal`` solved for :math:`x_0`).
 
     Args:
         x_t: noisy data, shape ``(B, *D)``.
@@ -203,9 +204,10 @@ def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
 
 
 def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
-    r"""Noise from clean data: :math:`\epsilon = (x_t - \sqrt{\bar\alpha}\,x_0)/\sqrt{1-\bar\alpha}`.
+    r"""Noise from clean data.
 
-    Eq. ``eq-ddpm-conversions``. Requires :math:`\bar\alpha < 1`.
+    :math:`\epsilon = (x_t - \sqrt{\bar\alpha}\,x_0)/\sqrt{1-\bar\alpha}`;
+    eq. ``eq-ddpm-conversions``. Requires :math:`\bar\alpha < 1`.
 
     Args:
         x_t: noisy data, shape ``(B, *D)``.
@@ -360,7 +362,9 @@ def posterior_mean_var(
     ab_t = _ab(alpha_bar_t, x_t, "posterior_mean_var")
     ab_s = _ab(alpha_bar_prev, x_t, "posterior_mean_var")
     if bool((ab_s < ab_t).any()) or bool((ab_t >= 1).any()):
-        raise ValueError("posterior_mean_var: need alpha_bar_t < 1 and alpha_bar_prev >= alpha_bar_t")
+        raise ValueError(
+            "posterior_mean_var: need alpha_bar_t < 1 and alpha_bar_prev >= alpha_bar_t"
+        )
     beta = 1 - ab_t / ab_s
     mean = (ab_s.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_s) * x_t) / (1 - ab_t)
     var = (1 - ab_s) / (1 - ab_t) * beta
@@ -459,9 +463,9 @@ def _fast_mlp(net: MLP, x: Tensor, t: float | Tensor) -> Tensor:
     The time branch runs once per *distinct* time (once for a scalar ``t``, as in the
     sampler; once per step in :meth:`gmbook.ddpm.DDPM.nll_bound`), its projections are
     folded into the biases of the hidden layers, and the rows are processed in chunks of
-    ``_CHUNK``, which keeps the activations in the CPU cache: on a 2-core CPU this halves
-    the cost of sampling 10,000 points. Activations are applied in place when autograd
-    is off.
+    ``_CHUNK``, which keeps the activations in the CPU cache. Sampling 10,000 two-moons
+    points with 1000 steps is then about 1.5 times faster on one core than calling the
+    network. Activations are applied in place when autograd is off.
 
     Args:
         net: an :class:`gmbook.nets.MLP` built with ``time_dim > 0``.
@@ -544,7 +548,9 @@ class DDPM(nn.Module):
         elif schedule == "cosine":
             betas, name = cosine_betas(T), "cosine"
         else:
-            raise ValueError(f"DDPM: schedule must be 'linear', 'cosine' or a tensor, got {schedule!r}")
+            raise ValueError(
+                f"DDPM: schedule must be 'linear', 'cosine' or a tensor, got {schedule!r}"
+            )
         self.net = net
         self.shape = tuple(shape)
         self.T = T
@@ -810,7 +816,9 @@ class DDPM(nn.Module):
         generator: torch.Generator | None = None,
         variance: Literal["posterior", "beta"] = "posterior",
     ) -> Tensor:
-        r"""One term of the bound (eq. ``eq-ddpm-elbo``): :math:`L_{t-1}`, or :math:`L_0` at ``t = 1``.
+        r"""One term of the bound: :math:`L_{t-1}`, or :math:`L_0` at ``t = 1``.
+
+        Eq. ``eq-ddpm-elbo``; the terms of :meth:`gmbook.ddpm.DDPM.nll_bound`, one at a time.
 
         Args:
             x: clean data, shape ``(B, *D)``.
@@ -833,7 +841,11 @@ class DDPM(nn.Module):
         return self._kl_terms(x, x0_hat, x_t, steps, bin_width, variance)
 
     def prior_kl(self, x: Tensor) -> Tensor:
-        r""":math:`L_T = \mathrm{KL}(q(x_T \mid x_0) \,\|\, \mathcal N(0, I))` per example, ``(B,)``."""
+        r"""The prior term of the bound, per example, shape ``(B,)``.
+
+        :math:`L_T = \mathrm{KL}(q(x_T \mid x_0) \,\|\, \mathcal N(0, I))`, eq.
+        ``eq-ddpm-elbo``, in closed form.
+        """
         x = self._check_x(x)
         ab = self.alpha_bar[self.T].to(x.dtype)
         mean2 = (ab * x.flatten(1) ** 2).sum(1)  # (B,)
