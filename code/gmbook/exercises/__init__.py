@@ -98,12 +98,20 @@ Checkers of the chapter *Normalizing flows*:
 
 Checkers of the chapter *Score matching and denoising*:
 
-==========================  ========================================================
 ``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
                             score of an isotropic Gaussian mixture noised at ``sigma``
 ``annealed_langevin_step``  ``fn(x, score, sigma, sigma_last, eps, z) -> x_new``, one
                             step of annealed Langevin dynamics at level ``sigma``
 ==========================  ========================================================
+=======
+Checkers of the chapter *Denoising diffusion probabilistic models*:
+
+======================  ========================================================
+``ddpm_posterior``      ``fn(x0, x_t, alpha_bar_t, alpha_bar_prev) -> (mean,
+                        var)``, the forward posterior (alpha bars ``(B, 1)``)
+``ddpm_v_conversions``  ``fn(x_t, v, alpha_bar) -> (eps, x0)``, predictions
+                        from a velocity (alpha bar ``(B, 1)``)
+======================  ========================================================
 
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
@@ -147,6 +155,7 @@ from gmbook.exercises._framework import (
 
 # The chapters' checkers register themselves on import.
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
+    ddpm,
     densities,
     ebm,
     evaluation,
