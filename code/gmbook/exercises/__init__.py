@@ -98,12 +98,13 @@ Checkers of the chapter *Normalizing flows*:
 
 Checkers of the chapter *Score matching and denoising*:
 
+==========================  ========================================================
 ``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
                             score of an isotropic Gaussian mixture noised at ``sigma``
 ``annealed_langevin_step``  ``fn(x, score, sigma, sigma_last, eps, z) -> x_new``, one
                             step of annealed Langevin dynamics at level ``sigma``
 ==========================  ========================================================
-=======
+
 Checkers of the chapter *Denoising diffusion probabilistic models*:
 
 ======================  ========================================================
