@@ -96,6 +96,15 @@ Checkers of the chapter *Normalizing flows*:
                 the bool masks of a one-hidden-layer MADE
 ==============  ==============================================================
 
+Checkers of the chapter *Denoising diffusion probabilistic models*:
+
+======================  ========================================================
+``ddpm_posterior``      ``fn(x0, x_t, alpha_bar_t, alpha_bar_prev) -> (mean,
+                        var)``, the forward posterior (alpha bars ``(B, 1)``)
+``ddpm_v_conversions``  ``fn(x_t, v, alpha_bar) -> (eps, x0)``, predictions
+                        from a velocity (alpha bar ``(B, 1)``)
+======================  ========================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -138,6 +147,7 @@ from gmbook.exercises._framework import (
 
 # The chapters' checkers register themselves on import.
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
+    ddpm,
     densities,
     ebm,
     evaluation,

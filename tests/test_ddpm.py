@@ -1,0 +1,394 @@
+"""Tests of ``gmbook.ddpm`` and the checkers of ``gmbook.exercises.ddpm``: the claims of
+the chapter "Denoising diffusion probabilistic models" (book/diffusion/ddpm.md).
+
+Each test of a claim names its label in square brackets in its docstring. Closed forms are
+checked in float64 against independent computations (simulation of the chain, Bayes' rule
+by quadrature, autograd, the exact Gaussian model), with tolerances that a wrong
+coefficient (a missing square root, ``alpha`` for ``alpha_bar``) fails by a wide margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from gmbook import ddpm
+from gmbook.ddpm import (
+    DDPM,
+    alpha_bars,
+    cosine_betas,
+    ddim_step,
+    eps_from_score,
+    eps_from_v,
+    eps_from_x0,
+    linear_betas,
+    posterior_mean_var,
+    q_sample,
+    score_from_eps,
+    snr,
+    v_from_eps,
+    x0_from_eps,
+    x0_from_v,
+)
+from gmbook.exercises import check
+from gmbook.exercises import ddpm as ex
+from gmbook.nets import MLP
+
+F64 = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class GaussianEps(nn.Module):
+    r"""The exact noise predictor :math:`\mathbb E[\epsilon \mid x_t]` for data
+    :math:`\mathcal N(m, s^2 I)`: :math:`\sqrt{1-\bar\alpha}(x_t - \sqrt{\bar\alpha} m) /
+    (\bar\alpha s^2 + 1 - \bar\alpha)`. It reads :math:`\bar\alpha_t` from the schedule."""
+
+    def __init__(self, alpha_bar: Tensor, m: Tensor, s: float) -> None:
+        super().__init__()
+        self.alpha_bar, self.m, self.s = alpha_bar, m, s
+        self.dummy = nn.Parameter(torch.zeros((), dtype=F64))  # sets the sampling dtype
+        self.T = alpha_bar.shape[0] - 1
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        idx = (t * self.T).round().long()
+        ab = self.alpha_bar[idx].to(x.dtype)[:, None]
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.m) / (ab * self.s**2 + 1 - ab)
+
+
+def gaussian_model(T: int = 1000, schedule: str = "linear", m=(1.5, -0.5), s: float = 0.7):
+    m = torch.tensor(m, dtype=F64)
+    model = DDPM(nn.Identity(), (m.numel(),), T=T, schedule=schedule)
+    model.net = GaussianEps(model.alpha_bar, m, s)
+    return model, m, s
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_schedules_float64_and_endpoints():
+    """[eq-ddpm-cosine] The cosine schedule's alpha_bar is cos^2((t/T+s)/(1+s) pi/2)/f(0);
+    the linear schedule ends near pure noise; both in float64, SNR decreasing."""
+    T = 1000
+    ab = alpha_bars(cosine_betas(T))
+    t = torch.arange(T + 1, dtype=F64) / T
+    f = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    torch.testing.assert_close(ab[:-1], (f / f[0])[:-1], rtol=1e-10, atol=1e-12)
+    lin = alpha_bars(linear_betas(T))
+    assert lin.dtype == F64 and ab.dtype == F64
+    assert 1e-5 < lin[-1] < 1e-4  # about exp(-10)
+    for a in (lin, ab):
+        r = snr(a[1:])
+        assert bool((r[1:] < r[:-1]).all())
+    # the linear schedule rescaled to T = 100 ends at a similar noise level
+    assert abs(math.log(alpha_bars(linear_betas(100))[-1]) - math.log(lin[-1])) < 1.0
+
+
+def test_marginal_matches_simulated_chain():
+    """[eq-ddpm-marginal] Running the chain x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z
+    step by step gives mean sqrt(alpha_bar_t) x_0 and variance 1 - alpha_bar_t."""
+    T, n = 200, 200_000
+    betas = linear_betas(T)
+    ab = alpha_bars(betas)
+    g = gen(1)
+    x0 = torch.tensor([2.0, -1.0], dtype=F64)
+    x = x0.expand(n, 2).clone()
+    checkpoints = {10, 50, 200}
+    for t in range(1, T + 1):
+        x = (1 - betas[t - 1]).sqrt() * x + betas[t - 1].sqrt() * torch.randn(
+            n, 2, generator=g, dtype=F64
+        )
+        if t in checkpoints:
+            mean, var = x.mean(0), x.var(0)
+            se = (var / n).sqrt()
+            assert ((mean - ab[t].sqrt() * x0).abs() < 5 * se).all(), t
+            torch.testing.assert_close(var, (1 - ab[t]).expand(2), rtol=0.02, atol=1e-4)
+    # q_sample draws from the same law
+    eps = torch.randn(n, 2, generator=g, dtype=F64)
+    xt = q_sample(x0.expand(n, 2), ab[T], eps)
+    torch.testing.assert_close(xt.var(0), x.var(0), rtol=0.02, atol=1e-4)
+
+
+@pytest.mark.parametrize("t", [2, 30, 400])
+def test_posterior_matches_bayes_rule(t):
+    """[eq-ddpm-posterior] Mean and variance of q(x_{t-1} | x_t, x_0) equal those of
+    q(x_t | x_{t-1}) q(x_{t-1} | x_0), normalized, computed by quadrature in 1-D."""
+    betas = linear_betas(1000)
+    ab = alpha_bars(betas)
+    x0, xt = torch.tensor([[0.8]], dtype=F64), torch.tensor([[-0.3]], dtype=F64)
+    mean, var = posterior_mean_var(x0, xt, ab[t], ab[t - 1])
+    # Bayes' rule on a grid around the prior mean
+    m1, v1 = ab[t - 1].sqrt() * 0.8, 1 - ab[t - 1]
+    y = torch.linspace(-8, 8, 400_001, dtype=F64)
+    logp = -0.5 * (y - m1) ** 2 / v1 - 0.5 * (xt.item() - (1 - betas[t - 1]).sqrt() * y) ** 2 / betas[t - 1]
+    w = torch.exp(logp - logp.max())
+    w = w / w.sum()
+    m_num = (w * y).sum()
+    v_num = (w * (y - m_num) ** 2).sum()
+    torch.testing.assert_close(mean.squeeze(), m_num, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(var.squeeze(), v_num, rtol=1e-4, atol=1e-12)
+
+
+def test_posterior_strided_equals_composition():
+    """[eq-ddpm-posterior] With s < t - 1 the same formula is Bayes' rule for the two-step
+    transition: the posterior mean is linear, so check against a (x0, xt) regression by MC."""
+    ab = alpha_bars(linear_betas(100))
+    s, t, n = 20, 60, 400_000
+    g = gen(2)
+    x0 = torch.randn(n, 1, generator=g, dtype=F64)
+    xs = q_sample(x0, ab[s], torch.randn(n, 1, generator=g, dtype=F64))
+    a = (ab[t] / ab[s]).sqrt()
+    xt = a * xs + (1 - ab[t] / ab[s]).sqrt() * torch.randn(n, 1, generator=g, dtype=F64)
+    feats = torch.cat([x0, xt], 1)
+    coef = torch.linalg.lstsq(feats, xs).solution.squeeze()
+    mean, var = posterior_mean_var(torch.tensor([[1.0]], dtype=F64), torch.tensor([[0.0]], dtype=F64), ab[t], ab[s])
+    mean2, _ = posterior_mean_var(torch.tensor([[0.0]], dtype=F64), torch.tensor([[1.0]], dtype=F64), ab[t], ab[s])
+    torch.testing.assert_close(coef, torch.stack([mean.squeeze(), mean2.squeeze()]), atol=5e-3, rtol=0)
+    resid = xs - feats @ coef[:, None]
+    torch.testing.assert_close(resid.var(), var.squeeze(), rtol=0.02, atol=0)
+
+
+# ------------------------------------------------------------------ conversions
+
+
+def test_conversions_round_trip():
+    """[eq-ddpm-conversions] eps, x0, v and score predictions convert into each other and
+    back exactly (float64), for alpha_bar of shape (B,) and broadcastable tensors."""
+    g = gen(3)
+    x0 = torch.randn(6, 3, 4, generator=g, dtype=F64)
+    eps = torch.randn(6, 3, 4, generator=g, dtype=F64)
+    ab = torch.rand(6, generator=g, dtype=F64) * 0.98 + 0.01
+    xt = q_sample(x0, ab, eps)
+    torch.testing.assert_close(x0_from_eps(xt, eps, ab), x0)
+    torch.testing.assert_close(eps_from_x0(xt, x0, ab), eps)
+    v = v_from_eps(x0, eps, ab)
+    torch.testing.assert_close(eps_from_v(xt, v, ab), eps)
+    torch.testing.assert_close(x0_from_v(xt, v, ab), x0)
+    torch.testing.assert_close(eps_from_score(score_from_eps(eps, ab), ab), eps)
+    ab4 = ab[:, None, None]  # a broadcastable tensor works the same
+    torch.testing.assert_close(x0_from_eps(xt, eps, ab4), x0)
+    with pytest.raises(ValueError):
+        x0_from_eps(xt, eps, torch.rand(5))
+    with pytest.raises(ValueError):
+        x0_from_eps(xt, eps, torch.zeros(6))
+
+
+def test_v_is_derivative_along_the_circle():
+    """[eq-ddpm-conversions] With alpha_bar = cos^2 phi, v = d x_t / d phi (autograd)."""
+    g = gen(4)
+    x0, eps = torch.randn(2, 5, 3, generator=g, dtype=F64)
+    phi = torch.rand(5, dtype=F64, generator=g) * 1.4 + 0.05
+    xt = lambda p: torch.cos(p)[:, None] * x0 + torch.sin(p)[:, None] * eps
+    dx = torch.autograd.functional.jvp(xt, phi, torch.ones_like(phi))[1]
+    torch.testing.assert_close(v_from_eps(x0, eps, torch.cos(phi) ** 2), dx)
+
+
+def test_score_from_eps_is_tweedie():
+    """[eq-ddpm-conversions] For Gaussian data the exact E[eps | x_t], converted by
+    score_from_eps, is the gradient of log q(x_t) computed by autograd."""
+    model, m, s = gaussian_model(T=100)
+    t = 37
+    ab = model.alpha_bar[t]
+    x = torch.randn(7, 2, dtype=F64, requires_grad=True)
+    var = ab * s**2 + 1 - ab
+    logq = (-0.5 * (x - ab.sqrt() * m) ** 2 / var).sum()
+    (grad,) = torch.autograd.grad(logq, x)
+    eps = model.net(x.detach(), torch.full((7,), t / 100, dtype=F64))
+    torch.testing.assert_close(score_from_eps(eps, ab), grad)
+
+
+# ------------------------------------------------------------------ sampling
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_exact_predictor_samples_the_gaussian(schedule):
+    """[eq-ddpm-ancestral] With the exact optimal noise predictor for N(m, s^2 I) data,
+    ancestral sampling with T = 1000 returns N(m, s^2 I) (mean and std to MC accuracy)."""
+    model, m, s = gaussian_model(schedule=schedule)
+    x = model.sample(20_000, generator=gen(5))
+    assert x.dtype == F64
+    se = s / math.sqrt(20_000)
+    assert ((x.mean(0) - m).abs() < 5 * se).all()
+    torch.testing.assert_close(x.std(0), torch.full((2,), s, dtype=F64), rtol=0.025, atol=0)
+
+
+def test_exact_predictor_deterministic_ddim():
+    """[eq-ddpm-ddim] The deterministic DDIM sampler with the exact predictor maps N(0, I)
+    to N(m, s^2 I) up to a discretization error that shrinks with the number of steps
+    (below 1% in the standard deviation with 500 steps)."""
+    model, m, s = gaussian_model()
+    errs = []
+    for steps in (20, 100, 500):
+        x = model.sample(20_000, generator=gen(6), steps=steps, deterministic=True)
+        errs.append((x.std(0) / s - 1).abs().max().item())
+        torch.testing.assert_close(x.mean(0), m, atol=0.03, rtol=0)
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.01
+
+
+def test_ddim_eta_one_is_posterior_sample():
+    """[eq-ddpm-ddim] ddim_step with eta = 1 draws from q(x_s | x_t, x0_hat)."""
+    g = gen(7)
+    ab_t, ab_s = torch.tensor(0.3, dtype=F64), torch.tensor(0.6, dtype=F64)
+    xt = torch.randn(4, 3, generator=g, dtype=F64)
+    eps = torch.randn(4, 3, generator=g, dtype=F64)
+    z = torch.randn(4, 3, generator=g, dtype=F64)
+    x0 = x0_from_eps(xt, eps, ab_t)
+    mean, var = posterior_mean_var(x0, xt, ab_t, ab_s)
+    torch.testing.assert_close(ddim_step(xt, eps, ab_t, ab_s, eta=1.0, noise=z), mean + var.sqrt() * z)
+
+
+def test_sampler_makes_steps_network_calls_and_path():
+    """The strided sampler calls the network ``steps`` times; the path has steps + 1 states."""
+    calls = []
+    net = MLP(2, hidden=8, time_dim=8)
+    model = DDPM(net, T=100)
+    net.register_forward_hook(lambda *a: calls.append(1))
+    model.sample(3, steps=7, generator=gen(0))
+    assert len(calls) == 0  # the shared-time fast path does not call forward
+    path = model.sample(3, steps=7, generator=gen(0), return_path=True)
+    assert path.states.shape == (8, 3, 2) and path.x0_preds.shape == (8, 3, 2)
+    assert path.steps[0] == 100 and path.steps[-1] == 0
+    torch.testing.assert_close(path.states[-1], path.samples)
+
+
+def test_shared_time_fast_path_equals_mlp():
+    """The shared-time evaluation of an MLP equals calling it with a (B,) time."""
+    net = MLP(4, hidden=16, time_dim=8)
+    model = DDPM(net, (4,), T=50)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(model.net_output(x, 13), net(x, torch.full((5,), 13 / 50)))
+
+
+def test_clip_changes_standardized_samples():
+    """Clipping x0_hat to [-1, 1] keeps every sample inside [-1, 1]."""
+    model, m, s = gaussian_model(T=100, m=(1.5, -0.5))
+    x = model.sample(2000, generator=gen(8), clip=1.0)
+    assert x.abs().max() <= 1.0 + 1e-12
+    assert (x.mean(0) - m).abs().max() > 0.3
+
+
+# ------------------------------------------------------------------ the bound
+
+
+def test_elbo_bounds_the_gaussian_nll():
+    """[eq-ddpm-elbo] For N(m, s^2 I) data and the exact predictor, the Monte Carlo
+    negative ELBO matches its expectation computed in closed form (each KL term is
+    c_t^2 Var[x_0 | x_t] / (2 tilde beta_t) per dimension) and lies above the exact NLL."""
+    T, D = 200, 2
+    model, m, s = gaussian_model(T=T)
+    x = m + s * torch.randn(400, D, generator=gen(9), dtype=F64)
+    bound = model.nll_bound(x, generator=gen(10))
+    nll = (0.5 * (x - m) ** 2 / s**2 + math.log(s) + 0.5 * math.log(2 * math.pi)).sum(1)
+    ab, beta = model.alpha_bar, model.betas
+    post_var = s**2 * (1 - ab) / (ab * s**2 + 1 - ab)  # Var[x_0 | x_t], (T + 1,)
+    t = torch.arange(2, T + 1)
+    c = ab[t - 1].sqrt() * beta[t] / (1 - ab[t])
+    tilde = (1 - ab[t - 1]) / (1 - ab[t]) * beta[t]
+    expected = (
+        model.prior_kl(x).mean()
+        + D * (c**2 * post_var[t] / (2 * tilde)).sum()
+        + D / 2 * (math.log(2 * math.pi * beta[1]) + post_var[1] / beta[1])
+    )
+    se = bound.std() / math.sqrt(400)
+    assert abs(bound.mean() - expected) < 4 * se + 1e-3
+    assert bound.mean() > nll.mean() + 0.1  # the fixed reverse variances leave a gap
+
+
+def test_kl_term_is_weighted_eps_error():
+    """[eq-ddpm-kl-term] L_{t-1} = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))
+    ||eps - eps_hat||^2 with sigma_t^2 = tilde beta_t."""
+    model = DDPM(MLP(3, hidden=8, time_dim=8).double(), (3,), T=100)
+    g = gen(11)
+    x0 = torch.randn(5, 3, generator=g, dtype=F64)
+    eps = torch.randn(5, 3, generator=g, dtype=F64)
+    t = torch.tensor([2, 5, 30, 77, 100])
+    ab = model.alpha_bar[t][:, None]
+    xt = q_sample(x0, ab, eps)
+    eps_hat, x0_hat = model.predict(xt, t)
+    terms = model._kl_terms(x0, x0_hat, xt, t, None)
+    beta = model.betas[t][:, None]
+    tilde = (1 - model.alpha_bar[t - 1][:, None]) / (1 - ab) * beta
+    w = beta**2 / (2 * tilde * (1 - beta) * (1 - ab))
+    torch.testing.assert_close(terms, (w * (eps - eps_hat) ** 2).sum(1))
+
+
+def test_discretized_decoder_is_a_distribution():
+    """[eq-ddpm-elbo] The discretized Gaussian decoder puts total mass 1 on the 17 levels."""
+    levels = torch.arange(17, dtype=F64) / 8 - 1
+    mean = torch.full((17, 1), 0.37, dtype=F64)
+    for var in (1e-4, 0.01, 0.5):
+        nll = DDPM._decoder_nll(levels[:, None], mean, torch.tensor(var, dtype=F64), 0.125)
+        torch.testing.assert_close(torch.exp(-nll).sum(), torch.tensor(1.0, dtype=F64))
+
+
+def test_prior_kl_closed_form():
+    """L_T equals the KL divergence between N(sqrt(ab) x0, 1 - ab) and N(0, 1) by MC."""
+    model = DDPM(nn.Identity(), (2,), T=10)
+    x0 = torch.tensor([[1.0, -2.0]], dtype=F64)
+    ab = model.alpha_bar[10]
+    z = torch.randn(400_000, 2, generator=gen(12), dtype=F64)
+    xT = ab.sqrt() * x0 + (1 - ab).sqrt() * z
+    logq = (-0.5 * z**2 - 0.5 * torch.log(1 - ab)).sum(1)
+    logp = (-0.5 * xT**2).sum(1)
+    torch.testing.assert_close(model.prior_kl(x0).squeeze(), (logq - logp).mean(), atol=0.01, rtol=0)
+
+
+# ------------------------------------------------------------------ API
+
+
+def test_loss_and_arguments():
+    model = DDPM(MLP(64, hidden=16, time_dim=8), (1, 8, 8), T=20, prediction="v")
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    loss = model.loss(x)
+    assert loss.ndim == 0 and loss.requires_grad
+    with pytest.raises(ValueError):
+        model.loss(torch.randn(4, 64))
+    with pytest.raises(ValueError):
+        model.sample(2, steps=21)
+    with pytest.raises(ValueError):
+        DDPM(MLP(2, hidden=8, time_dim=8), schedule="quadratic")
+    with pytest.raises(ValueError):
+        DDPM(MLP(2, hidden=8, time_dim=8), prediction="score")
+    with pytest.raises(TypeError):
+        DDPM("net")
+    with pytest.raises(ValueError):
+        alpha_bars(torch.tensor([0.5, 1.5]))
+    assert model.sample(3, generator=gen(0)).shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_predictions_agree_for_exact_targets(prediction):
+    """[eq-ddpm-conversions] A network that outputs the exact target for each
+    parameterization yields the same (eps_hat, x0_hat) through predict()."""
+    g = gen(13)
+    x0 = torch.randn(6, 2, generator=g, dtype=F64)
+    eps = torch.randn(6, 2, generator=g, dtype=F64)
+    model = DDPM(nn.Identity(), (2,), T=50, prediction=prediction)
+    t = torch.randint(1, 51, (6,), generator=g)
+    ab = model.alpha_bar[t][:, None]
+    target = {"eps": eps, "x0": x0, "v": v_from_eps(x0, eps, ab)}[prediction]
+
+    class Oracle(nn.Module):
+        def forward(self, x, tt):
+            return target
+
+    model.net = Oracle()
+    e, x = model.predict(q_sample(x0, ab, eps), t)
+    torch.testing.assert_close(e, eps)
+    torch.testing.assert_close(x, x0)
+
+
+# ------------------------------------------------------------------ exercises
+
+
+@pytest.mark.parametrize("name", ["ddpm_posterior", "ddpm_v_conversions"])
+def test_checkers_accept_reference_and_reject_wrong(name):
+    ref, wrong = ex.REFERENCES[name], ex.WRONG[name]
+    assert check(name, ref).passed
+    assert not check(name, wrong).passed
