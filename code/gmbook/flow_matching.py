@@ -64,8 +64,8 @@ __all__ = [
 ]
 
 PATHS: tuple[str, ...] = ("linear", "vp")
-"""Gaussian conditional paths: ``"linear"`` (:math:`\\alpha_t = t, \\sigma_t = 1 - t`) and
-``"vp"`` (:math:`\\alpha_t = \\sin(\\pi t / 2), \\sigma_t = \\cos(\\pi t / 2)`)."""
+"""The Gaussian conditional paths, ``"linear"`` (:math:`\\alpha_t = t, \\sigma_t = 1 - t`)
+and ``"vp"`` (:math:`\\alpha_t = \\sin(\\pi t / 2), \\sigma_t = \\cos(\\pi t / 2)`)."""
 
 COUPLINGS: tuple[str, ...] = ("independent", "ot", "sort")
 """Couplings of a minibatch of noise with a minibatch of data, see :func:`couple`."""
