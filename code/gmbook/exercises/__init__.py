@@ -114,6 +114,15 @@ Checkers of the chapter *Denoising diffusion probabilistic models*:
                         from a velocity (alpha bar ``(B, 1)``)
 ======================  ========================================================
 
+Checkers of the chapter *Flow matching and rectified flow*:
+
+=====================  ======================================================
+``vp_path``            ``fn(x0, x1, t) -> (x_t, u_t)``, the variance-preserving
+                       path and its conditional velocity
+``velocity_from_eps``  ``fn(x_t, eps, t) -> v``, the linear path's velocity
+                       from a noise prediction
+=====================  ======================================================
+
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
@@ -160,6 +169,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
     ebm,
     evaluation,
+    flow_matching,
     flows,
     probability,
     problem,
