@@ -494,7 +494,8 @@ class TwoMoons(Toy2D):
         Gaussian per node, centred on the node's point of an arc, with the node's weight
         (halved, one half per moon). With ``standardize=True`` the centres go through the
         :attr:`standardizer` and the variances are divided by the squared scales, so that
-        the mixture is the density of :meth:`gmbook.data.Toy2D.sample` exactly (up to quadrature error).
+        the mixture is the density of :meth:`gmbook.data.Toy2D.sample` exactly (up to
+        quadrature error).
         The score chapter uses it for exact scores of noised data: adding
         :math:`\mathcal N(0, \sigma^2 I)` noise adds :math:`\sigma^2` to every variance.
 
