@@ -30,13 +30,6 @@ from gmbook.nets import MLP
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
-
-
 class _Field(nn.Module):
     """Wrap a closed-form velocity ``u(x, t)`` as a network for :class:`FlowMatching`."""
 

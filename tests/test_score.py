@@ -15,6 +15,7 @@ from gmbook.score import (
     AnnealedPath,
     annealed_langevin,
     denoising_score_matching,
+    divergence,
     explicit_score_matching,
     geometric_sigmas,
     implicit_score_matching,
@@ -27,13 +28,6 @@ from gmbook.score import (
 )
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
 
 
 class LinearScore(torch.nn.Module):
@@ -356,3 +350,5 @@ def test_argument_errors():
         annealed_langevin(lambda z, i: z, torch.zeros(3, 2), [0.1, 0.5])
     with pytest.raises(TypeError, match="GaussianMixture"):
         mixture_score("gmm", torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        divergence(torch.zeros(3, 1), torch.zeros(3, 2))

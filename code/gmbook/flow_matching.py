@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
 from gmbook.nets import append_dims
+from gmbook.score import divergence
 
 __all__ = [
     "COUPLINGS",
@@ -692,10 +693,7 @@ class FlowMatching(nn.Module):
             with torch.enable_grad():
                 z = state[:, :d].detach().requires_grad_(True)  # (B, d)
                 v = self.net(z, t)  # (B, d)
-                div = torch.zeros(b, device=z.device, dtype=z.dtype)
-                for i in range(d):
-                    div = div + torch.autograd.grad(v[:, i].sum(), z,
-                                                    retain_graph=i < d - 1)[0][:, i]
+                div = divergence(v, z, create_graph=False)  # (B,)
             return torch.cat([v.detach(), -div.detach()[:, None]], dim=1)  # (B, d + 1)
 
         state = torch.cat([x.flatten(1), x.new_zeros(b, 1)], dim=1)

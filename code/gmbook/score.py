@@ -47,6 +47,7 @@ __all__ = [
     "AnnealedPath",
     "annealed_langevin",
     "denoising_score_matching",
+    "divergence",
     "explicit_score_matching",
     "geometric_sigmas",
     "implicit_score_matching",
@@ -135,12 +136,30 @@ def explicit_score_matching(score: Score, x: Tensor, true_score: Score) -> Tenso
     return 0.5 * diff.pow(2).sum(-1).mean()
 
 
-def _divergence_exact(s: Tensor, x: Tensor) -> Tensor:
-    r""":math:`\operatorname{tr} \nabla_x s(x)` per point, ``(B,)``, by ``D`` backward passes."""
+def divergence(s: Tensor, x: Tensor, *, create_graph: bool = True) -> Tensor:
+    r"""The exact divergence :math:`\operatorname{tr} \nabla_x s(x)` per point, by ``D``
+    backward passes (one per diagonal entry of the Jacobian).
+
+    Used by :func:`implicit_score_matching` (eq. ``eq-sm-ism``) and by the likelihood of
+    flow matching (the instantaneous change of variables).
+
+    Args:
+        s: the field's values, shape ``(B, D)``, computed from ``x`` with a graph.
+        x: the points, shape ``(B, D)``, with ``requires_grad``.
+        create_graph: keep the graph of the result (needed to train through it).
+
+    Returns:
+        The divergences, shape ``(B,)``.
+    """
+    if s.ndim != 2 or s.shape != x.shape:
+        raise ValueError(f"s and x must have the same shape (B, D), got {tuple(s.shape)} "
+                         f"and {tuple(x.shape)}")
+    d = x.shape[1]
     div = torch.zeros(x.shape[0], dtype=s.dtype, device=s.device)
-    for d in range(x.shape[1]):
-        (g,) = torch.autograd.grad(s[:, d].sum(), x, create_graph=True)
-        div = div + g[:, d]
+    for i in range(d):
+        (g,) = torch.autograd.grad(s[:, i].sum(), x, create_graph=create_graph,
+                                   retain_graph=create_graph or i < d - 1)
+        div = div + g[:, i]
     return div
 
 
@@ -170,7 +189,7 @@ def implicit_score_matching(score: Score, x: Tensor) -> Tensor:
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         s = _call_score(score, x)
-        return (_divergence_exact(s, x) + 0.5 * s.pow(2).sum(-1)).mean()
+        return (divergence(s, x) + 0.5 * s.pow(2).sum(-1)).mean()
 
 
 def sliced_score_matching(
