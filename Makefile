@@ -5,6 +5,7 @@
 #   make book       executed HTML book in _build/html (re-executes what changed)
 #   make test       the test suite
 #   make pdf        the PDF in _build/latex/gmbook.pdf (reuses executed outputs)
+#   make chapter CH=book/diffusion/ddpm.md   execute one chapter, time its cells
 #   make notebooks  regenerate the paired .ipynb of every chapter from its .md
 #   make bench      the benchmark of every model family: benchmarks/results/results.{json,md}
 #   make clean      remove build outputs (keeps .venv); `make distclean` removes .venv too
@@ -25,10 +26,10 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 CHAPTERS = $(shell grep -rl --include='*.md' '^kernelspec:' book)
 
-.PHONY: help book test bench pdf notebooks clean distclean check-latex setup
+.PHONY: help book test bench pdf notebooks chapter clean distclean check-latex setup
 
 help:
-	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: $(STAMP)
 
@@ -64,6 +65,10 @@ check-latex:
 pdf: check-latex book
 	$(BIN)/jupyter-book build . --builder pdflatex $(JB_FLAGS)
 	@echo "PDF: _build/latex/gmbook.pdf"
+
+chapter: $(STAMP)
+	@test -n "$(CH)" || { echo 'usage: make chapter CH=book/<part>/<name>.md'; exit 1; }
+	$(BIN)/python book/_ext/run_chapter.py $(CH)
 
 notebooks: $(STAMP)
 	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)  # --update keeps cell ids stable

@@ -377,6 +377,35 @@ def glue_referenced(page: Chapter) -> list[str]:
     return keys
 
 
+def guarded_claims(cells: list[Any]) -> list[tuple[str | None, int]]:
+    """The sentences of ``claim(sentence, ...)`` calls in the given code cells.
+
+    Returns ``(sentence, line)`` pairs; ``sentence`` is ``None`` when the first argument is
+    not a string literal (a guard must quote the prose literally, so that the contract test
+    can find it there).
+    """
+    out = []
+    for cell in cells:
+        for node in ast.walk(_parse_code(cell.source)):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name != "claim":
+                continue
+            arg = node.args[0]
+            literal = arg.value if isinstance(arg, ast.Constant) and \
+                isinstance(arg.value, str) else None
+            out.append((literal, node.lineno))
+    return out
+
+
+def normalize_prose(text: str) -> str:
+    """Prose with Markdown emphasis marks dropped and white space folded, for quoting."""
+    text = re.sub(r"[*_]{1,2}(?=\w)|(?<=\w)[*_]{1,2}", "", text)
+    return " ".join(text.split())
+
+
 # --------------------------------------------------------------------------- tests' docstrings
 
 

@@ -21,6 +21,8 @@ from bookutils import (
     directives,
     glue_produced,
     glue_referenced,
+    guarded_claims,
+    normalize_prose,
     main_labels,
     mentions,
     repository,
@@ -38,6 +40,7 @@ chapters = pytest.mark.parametrize("doc", CHAPTERS)
 MIN_EXERCISES = 6
 MIN_CODING_EXERCISES = 2
 MIN_VERIFIED_CLAIMS = 3
+MIN_GUARDED_CLAIMS = 2
 CHECK_CALL = re.compile(r"""\bcheck\(\s*(["'])(?P<name>[^"']+)\1""")
 
 
@@ -249,6 +252,26 @@ def test_glued_numbers(doc):
                      if not any(p.fullmatch(k) for k in referenced)})
     assert not unused, (f"{doc}: glued but never used in the prose (remove them, or quote "
                         f"them): {unused}")
+
+
+@chapters
+def test_guarded_prose(doc):
+    """Run-dependent sentences are guarded: the chapter calls ``gmbook.claims.claim`` at
+    least ``MIN_GUARDED_CLAIMS`` times, each with a sentence quoted verbatim from its prose."""
+    ch = chapter(doc)
+    runnable = [c for c in ch.code_cells if "skip-execution" not in cell_tags(c)]
+    claims = guarded_claims(runnable)
+    assert len(claims) >= MIN_GUARDED_CLAIMS, (
+        f"{doc}: {len(claims)} guarded sentence(s), at least {MIN_GUARDED_CLAIMS} expected: "
+        "pair every comparative or qualitative sentence that depends on a run with "
+        "claim(\"the sentence\", condition, **numbers) from gmbook.claims")
+    prose = normalize_prose(ch.prose)
+    computed = [line for sentence, line in claims if sentence is None]
+    assert not computed, (f"{doc}: claim() with a computed sentence (line {computed[0]} of "
+                          "its cell): quote the prose as a string literal")
+    missing = [s for s, _ in claims if normalize_prose(s) not in prose]
+    assert not missing, (f"{doc}: guarded sentences that do not stand verbatim in the prose "
+                         f"(the text and its guard drifted apart): {missing}")
 
 
 # --------------------------------------------------------------------------- citations
