@@ -15,8 +15,10 @@ It does four things, each on every build (``make book`` or a bare ``jupyter-book
 3. **One set of math macros.** The MathJax macros in ``_config.yml`` become ``\\newcommand``
    lines of the LaTeX preamble; ``\\newcommand`` fails loudly if a name is already taken.
 4. **Execution budget.** After the build, each executed page's run time is logged and written
-   to ``_build/execution-times.json``; a page over ``gmbook_time_budget`` seconds is a warning,
-   hence an error under ``-W``.
+   to ``_build/execution-times.json``. A page over ``gmbook_time_budget`` seconds is reported.
+   The budget is the authors' gate, not the reader's: on a reader's slower or busy laptop the
+   report is a notice and the build succeeds; in strict mode (``GMBOOK_STRICT_BUDGET=1``, which
+   ``.ci/run`` and ``make book STRICT=1`` set) it is a warning, hence an error under ``-W``.
 """
 
 from __future__ import annotations
@@ -131,14 +133,33 @@ def _report_execution(app: Sphinx, exception: Exception | None) -> None:
     if not times:
         return
     budget = float(app.config.gmbook_time_budget)
+    strict = strict_budget()
     logger.info("gmbook: execution time per page (budget %.0f s):", budget)
+    slow = []
     for docname, row in times.items():
         logger.info(f"  {row['seconds']:7.1f} s  {docname}  ({row['method']})")
         if row["seconds"] > budget:
-            logger.warning(f"{docname} executes in {row['seconds']:.1f} s, over the "
-                           f"{budget:.0f} s budget of a chapter", type="gmbook", subtype="budget")
+            slow.append(docname)
+            message = (f"{docname} executes in {row['seconds']:.1f} s, over the "
+                       f"{budget:.0f} s budget of a chapter")
+            if strict:
+                logger.warning(message, type="gmbook", subtype="budget")
+            else:
+                logger.info(f"gmbook: note: {message}. The book is built all the same (a "
+                            "slower or busy machine takes longer); the authors' CI, which "
+                            "sets GMBOOK_STRICT_BUDGET=1, fails on it.")
     out = Path(app.outdir).parent / "execution-times.json"
     out.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def strict_budget() -> bool:
+    """Whether a page over the time budget fails the build (``GMBOOK_STRICT_BUDGET``)."""
+    value = os.environ.get("GMBOOK_STRICT_BUDGET", "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"GMBOOK_STRICT_BUDGET must be 0 or 1, got {value!r}")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
