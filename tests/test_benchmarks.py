@@ -191,3 +191,47 @@ def test_sampling_only_and_broken_entries(tmp_path, capsys):
     markdown = (tmp_path / "results.md").read_text()
     assert "| broken_for_test | failed: RuntimeError |" in markdown
     assert "| data_itself_for_test |" in markdown and "n/a" in markdown
+
+
+def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
+    """Smoke test of every registered entry (``make bench`` would otherwise break silently
+    on an API change): training capped at 3 optimization steps (3 EM iterations), small
+    training sets, 64 scored points, one repeat."""
+    from benchmarks import run as run_module
+    from gmbook import train as train_module
+
+    real_fit = train_module.fit
+
+    def capped_fit(*args, **kwargs):
+        kwargs["steps"] = min(int(kwargs.get("steps", 3)), 3)
+        kwargs.pop("warmup", None)
+        return real_fit(*args, **kwargs)
+
+    from gmbook import densities as densities_module
+
+    real_em = densities_module.fit_em
+
+    def capped_em(*args, **kwargs):
+        return real_em(*args, **{**kwargs, "iterations": 3})
+
+    small = {"N_TRAIN": 512, "N_KDE": 256, "N_VALID": 64, "N_INIT": 1, "GRID": 32}
+    entries = load_entries()
+    for name in {e.train.__module__ for e in entries.values()}:
+        module = sys.modules[name]
+        if getattr(module, "fit", None) is real_fit:
+            monkeypatch.setattr(module, "fit", capped_fit)
+        if getattr(module, "fit_em", None) is real_em:
+            monkeypatch.setattr(module, "fit_em", capped_em)
+        for constant, value in small.items():
+            if isinstance(getattr(module, constant, None), int):
+                monkeypatch.setattr(module, constant, value)
+    monkeypatch.setattr(run_module, "N_TEST", 256)
+    monkeypatch.setattr(run_module, "SAMPLE_SIZE", 64)
+    monkeypatch.setattr(run_module, "SAMPLE_RUNS", 1)
+    status = main(["--datasets", "two_moons", "--entries", *sorted(entries), "--n", "64",
+                   "--repeats", "1", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "results.json").read_text())
+    errors = {r["entry"]: r.get("error") for r in report["results"] if r.get("error")}
+    assert status == 0 and not errors, f"entries that fail to run: {errors}"
+    assert {r["entry"] for r in report["results"]} == set(entries)
+    assert "ncsn" in entries, "the score chapter's NCSN is registered"

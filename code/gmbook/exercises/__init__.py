@@ -23,111 +23,143 @@ case that triggered it; it never crashes the notebook.
 The random inputs come from a local :class:`torch.Generator` seeded per checker: two
 runs see the same inputs, and the global random state is never touched.
 
-Checkers of Chapter 1 (*The generative modeling problem*):
+.. checker-table-start
 
-=================  ==========================================================
-``gaussian_mle``   ``fn(x) -> (mean, cov)``, maximum-likelihood Gaussian
-``linear_path``    ``fn(x0, x1, t) -> (x_t, u_t)``, straight path and velocity
-``kl_gaussians``   ``fn(mu_p, var_p, mu_q, var_q) -> kl``, diagonal Gaussians
-``standardize``    ``fn(x) -> (z, mean, std)``, per-axis standardization
-=================  ==========================================================
+Checkers of Chapter 1, *The generative modeling problem*:
 
-Checkers of the chapter *Evaluating generative models*:
+================  ======================================================================
+``gaussian_mle``  ``fn(x) -> (mean, cov)``, maximum-likelihood mean and (biased)
+                  covariance, ``(d,)`` and ``(d, d)``
+``kl_gaussians``  ``fn(mu_p, var_p, mu_q, var_q) -> kl``, KL(p || q) for diagonal
+                  Gaussians, summed over the last dim, ``(B,)``
+``linear_path``   ``fn(x0, x1, t) -> (x_t, u_t)``, ``x_t = (1 - t) x0 + t x1`` and ``u_t
+                  = x1 - x0``, both ``(B, *D)``
+``standardize``   ``fn(x) -> (z, mean, std)``, ``z = (x - mean) / std`` per axis with
+                  the population std, ``(n, d)``
+================  ======================================================================
 
-=====================  ======================================================
-``mmd2_unbiased``      ``fn(x, y, bandwidth) -> mmd2``, unbiased MMD^2,
-                       Gaussian kernel
-``bits_per_dim``       ``fn(nll_nats, dim, bin_width) -> bpd``, a float (a
-                       0-dim tensor is accepted too)
-``frechet_gaussians``  ``fn(mu1, cov1, mu2, cov2) -> frechet``, squared
-                       2-Wasserstein distance between Gaussians (FID)
-=====================  ======================================================
+Checkers of the chapter *Modeling continuous random variables*:
 
-Checkers of the chapter *Variational autoencoders*:
-
-===================  ========================================================
-``iwae_bound``       ``fn(log_w) -> bound``, the importance-weighted bound from
-                     log-weights ``(K, B)``
-``ppca_posterior``   ``fn(W, b, noise_var, x)`` returns ``(mean, cov)``, the
-                     exact posterior of probabilistic PCA
-``vector_quantize``  ``fn(z_e, codebook)`` returns ``(indices, z_q)``, the
-                     nearest code of each vector
-===================  ========================================================
-
-Checkers of Appendix A (*Probability theory*):
-
-========================  ===================================================
-``gaussian_conditional``  ``fn(mean, cov, x_b) -> (mean_a, cov_a)``, the
-                          Gaussian conditional given the last ``len(x_b)``
-                          coordinates
-``kl_mvn``                ``fn(mean_p, cov_p, mean_q, cov_q) -> kl``,
-                          full-covariance Gaussians
-``self_normalized_is``    ``fn(log_w, fx) -> (estimate, ess)``, self-
-                          normalized importance sampling and its effective
-                          sample size
-========================  ===================================================
+================  ======================================================================
+``em_step_1d``    ``fn(x, weights, means, variances) -> (weights, means, variances)``,
+                  one EM iteration for a 1-D mixture of ``K`` Gaussians
+``kde_log_prob``  ``fn(x, data, bandwidth) -> log_prob``, log of the Gaussian KDE of
+                  ``data`` ``(n, D)`` at ``x`` ``(m, D)``, shape ``(m,)``: ``logsumexp_i
+                  log N(x; data_i, h^2 I) - log n``
+``log_sum_exp``   ``fn(a) -> lse``, :math:`\log \sum_k e^{a_k}` over the last dimension,
+                  shape ``a.shape[:-1]``
+================  ======================================================================
 
 Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
 
-========================  ==========================================================
-``mh_transition_matrix``  ``fn(target, proposal) -> P``, the exact
-                          Metropolis-Hastings transition matrix on ``S`` states
+========================  ==============================================================
+``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation rho_0,
+                          ..., rho_{T-1} of one chain ``x`` ``(T,)``, in the dtype of
+                          ``x`` (:func:`gmbook.mcmc.autocorrelation`)
 ``leapfrog``              ``fn(grad_log_prob, x, p, step_size, n_steps) -> (x, p)``,
-                          ``n_steps`` leapfrog steps (half kick, drift, half kick)
-``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation of one
-                          chain at the lags ``0, ..., T-1``
-========================  ==========================================================
+                          ``n_steps`` leapfrog steps of size ``step_size`` from ``(x,
+                          p)``, each ``(C, D)`` (:func:`gmbook.mcmc.leapfrog`)
+``mh_transition_matrix``  ``fn(target, proposal) -> P``, the exact Metropolis-Hastings
+                          matrix ``(S, S)`` of a positive target ``(S,)`` and a
+                          row-stochastic proposal ``(S, S)``
+                          (:func:`gmbook.mcmc.mh_transition_matrix`)
+========================  ==============================================================
 
 Checkers of the chapter *Energy-based models*:
 
-=======================  ===========================================================
-``grid_log_normalizer``  ``fn(energies, cell_area) -> log_z``, the log of the grid
-                         sum of ``exp(-E)`` times the cell area
-``langevin_step``        ``fn(grad_energy, x, step_size, noise, xi) -> x_new``, one
-                         Langevin step with noise scale ``noise``
-=======================  ===========================================================
+=======================  ===============================================================
+``grid_log_normalizer``  ``fn(energies, cell_area) -> log_z``, :math:`\log \sum_g
+                         e^{-E(g)} \Delta A` over all entries of ``energies`` (eq
+``langevin_step``        ``fn(grad_energy, x, step_size, noise, xi) -> x_new``, one step
+                         of eq
+=======================  ===============================================================
+
+Checkers of the chapter *Evaluating generative models*:
+
+=====================  =================================================================
+``bits_per_dim``       ``fn(nll_nats, dim, bin_width) -> bpd``, negative log-likelihood
+                       in nats per data point -> bits per dimension
+``frechet_gaussians``  ``fn(mu1, cov1, mu2, cov2) -> frechet``, squared 2-Wasserstein
+                       (Frechet) distance between Gaussians, 0-dim
+``mmd2_unbiased``      ``fn(x, y, bandwidth) -> mmd2``, unbiased MMD^2 with a Gaussian
+                       kernel (Gretton et al., 2012), 0-dim
+=====================  =================================================================
+
+Checkers of the chapter *Variational autoencoders*:
+
+===================  ===================================================================
+``iwae_bound``       ``fn(log_w) -> bound``, :math:`\log \frac1K \sum_k e^{\log w_k}`
+                     over the first dimension of ``log_w`` ``(K, B)`` (eq
+``ppca_posterior``   ``fn(W, b, noise_var, x) -> (mean, cov)``, the posterior of
+                     :math:`x = W z + b + \sigma \epsilon`, :math:`z \sim \mathcal N(0,
+                     I)` (eq
+``vector_quantize``  ``fn(z_e, codebook) -> (indices, z_q)``, the nearest code
+                     (Euclidean) of each row of ``z_e`` ``(B, d)`` among the rows of
+                     ``codebook`` ``(K, d)``: int64 indices ``(B,)`` and the codes ``(B,
+                     d)``
+===================  ===================================================================
 
 Checkers of the chapter *Normalizing flows*:
 
-==============  ==============================================================
+==============  ========================================================================
+``made_masks``  ``fn(in_degrees, hidden_degrees) -> (mask_hidden, mask_out)``, the masks
+                ``(H, D)`` and ``(D, H)`` of a one-hidden-layer MADE, float32 zeros and
+                ones (:func:`gmbook.flows.made_masks`, converted)
 ``rq_spline``   ``fn(x, x_knots, y_knots, derivatives) -> (y, log_deriv)``, the
-                rational-quadratic spline through given knots and its log-slope
-``made_masks``  ``fn(in_degrees, hidden_degrees) -> (mask_hidden, mask_out)``,
-                the bool masks of a one-hidden-layer MADE
-==============  ==============================================================
+                rational-quadratic spline through the knots ``(K + 1,)`` at points ``x``
+                ``(B,)`` inside them, and its log-derivative
+                (:func:`gmbook.flows.spline_from_knots`)
+==============  ========================================================================
 
 Checkers of the chapter *Score matching and denoising*:
 
-==========================  ========================================================
-``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
-                            score of an isotropic Gaussian mixture noised at ``sigma``
+==========================  ============================================================
 ``annealed_langevin_step``  ``fn(x, score, sigma, sigma_last, eps, z) -> x_new``, one
-                            step of annealed Langevin dynamics at level ``sigma``
-==========================  ========================================================
+                            step of eq
+``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
+                            score of :math:`\sum_k \pi_k \mathcal N(\mu_k, (v_k +
+                            \sigma^2) I)` (eq
+==========================  ============================================================
 
 Checkers of the chapter *Denoising diffusion probabilistic models*:
 
-======================  ========================================================
-``ddpm_posterior``      ``fn(x0, x_t, alpha_bar_t, alpha_bar_prev) -> (mean,
-                        var)``, the forward posterior (alpha bars ``(B, 1)``)
-``ddpm_v_conversions``  ``fn(x_t, v, alpha_bar) -> (eps, x0)``, predictions
-                        from a velocity (alpha bar ``(B, 1)``)
-======================  ========================================================
+======================  ================================================================
+``ddpm_posterior``      ``fn(x0, x_t, alpha_bar_t, alpha_bar_prev) -> (mean, var)``,
+                        mean ``(B, D)`` and variance ``(B, 1)`` of :math:`q(x_s \mid
+                        x_t, x_0)` (eq
+``ddpm_v_conversions``  ``fn(x_t, v, alpha_bar) -> (eps, x0)``, ``(eps, x0)`` from a
+                        velocity prediction (eq
+======================  ================================================================
 
 Checkers of the chapter *Flow matching and rectified flow*:
 
-=====================  ======================================================
-``vp_path``            ``fn(x0, x1, t) -> (x_t, u_t)``, the variance-preserving
-                       path and its conditional velocity
-``velocity_from_eps``  ``fn(x_t, eps, t) -> v``, the linear path's velocity
-                       from a noise prediction
-=====================  ======================================================
+=====================  =================================================================
+``velocity_from_eps``  ``fn(x_t, eps, t) -> v``, the linear path's velocity from a noise
+                       prediction (:func:`gmbook.flow_matching.velocity_from_eps`)
+``vp_path``            ``fn(x0, x1, t) -> (x_t, u_t)``, the variance-preserving path and
+                       its conditional velocity
+                       (:func:`gmbook.flow_matching.gaussian_path` with ``path="vp"``)
+=====================  =================================================================
+
+Checkers of Appendix A, *Probability theory*:
+
+========================  ==============================================================
+``gaussian_conditional``  ``fn(mean, cov, x_b) -> (mean_a, cov_a)``, ``X_a | X_b = x_b``
+                          with ``b`` the last ``m = len(x_b)`` coordinates
+``kl_mvn``                ``fn(mean_p, cov_p, mean_q, cov_q) -> kl``, KL(p || q) between
+                          full-covariance Gaussians, a 0-dim tensor
+``self_normalized_is``    ``fn(log_w, fx) -> (estimate, ess)``, self-normalized estimate
+                          and effective sample size, both 0-dim
+========================  ==============================================================
+.. checker-table-end
 
 A new checker is a :class:`Checker` (a reference function, a function that makes the
 :class:`Case` list from a generator, the names of the outputs, and optional
 hints, each a :class:`Hint`) passed to :func:`register`. The checkers of a chapter live
 in a submodule named after it (``gmbook/exercises/problem.py``,
-``gmbook/exercises/evaluation.py``, ...), imported below so that they are registered.
+``gmbook/exercises/evaluation.py``, ...), imported below so that they are registered. The
+table above is generated from the registry: after adding a checker, run
+``python -m gmbook.exercises --write``.
 
 Example:
     >>> import torch
@@ -178,6 +210,55 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     vae,
 )
 
+
+
+def checker_table() -> str:
+    r"""The reST tables of every registered checker, one table per chapter module.
+
+    Each row gives the checker's name, the signature of its reference (``fn(args) ->
+    outputs``) and the first sentence of its reference's docstring. The package docstring
+    holds a copy (``python -m gmbook.exercises --write`` refreshes it).
+    """
+    import inspect
+    import sys
+    import textwrap
+
+    by_module: dict[str, list[str]] = {}
+    for name in available():
+        by_module.setdefault(get_checker(name).reference.__module__, []).append(name)
+    blocks = []
+    for module in sorted(by_module, key=lambda m: _CHAPTER_ORDER.index(m.rsplit(".", 1)[-1])
+                         if m.rsplit(".", 1)[-1] in _CHAPTER_ORDER else 99):
+        title = (sys.modules[module].__doc__ or module).strip().splitlines()[0]
+        title = title.replace("Checkers of ", "").rstrip(".")
+        title = title.split(" (``")[0]
+        rows = []
+        for name in by_module[module]:
+            checker = get_checker(name)
+            args = ", ".join(inspect.signature(checker.reference).parameters)
+            outs = checker.outputs[0] if len(checker.outputs) == 1 else \
+                "(" + ", ".join(checker.outputs) + ")"
+            doc = " ".join((inspect.getdoc(checker.reference) or "").split())
+            doc = doc.removeprefix("Reference:").strip()
+            first = doc.split(". ")[0].rstrip(".,")
+            rows.append((f"``{name}``", f"``fn({args}) -> {outs}``, {first}"))
+        w1 = max(len(a) for a, _ in rows)
+        w2 = 86 - w1
+        rule = "=" * w1 + "  " + "=" * w2
+        lines = [f"Checkers of {title}:", "", rule]
+        for a, b in rows:
+            wrapped = textwrap.wrap(b, w2, break_on_hyphens=False,
+                                    break_long_words=False) or [""]
+            lines.append(f"{a:<{w1}}  {wrapped[0]}".rstrip())
+            lines += [" " * (w1 + 2) + more for more in wrapped[1:]]
+        lines.append(rule)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+_CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
+                  "score", "ddpm", "flow_matching", "probability"]
+
 __all__ = [
     "Case",
     "CheckResult",
@@ -185,6 +266,7 @@ __all__ = [
     "Hint",
     "available",
     "check",
+    "checker_table",
     "get_checker",
     "register",
 ]

@@ -122,10 +122,6 @@ def _v_cases(generator: torch.Generator) -> list[Case]:
     return cases
 
 
-def _v_swapped(x_t, v, alpha_bar):
-    return x0_from_v(x_t, v, alpha_bar), eps_from_v(x_t, v, alpha_bar)
-
-
 def _v_sign(x_t, v, alpha_bar):
     a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     return -a * v + s * x_t, a * x_t + s * v
@@ -137,9 +133,8 @@ register(
         reference=_from_v,
         generate=_v_cases,
         outputs=("eps", "x0"),
+        # Swapped outputs need no hint: the framework reports "(x0, eps); return (eps, x0)".
         hints=[
-            Hint("eps and x0 are swapped: eps = sqrt(alpha_bar) v + sqrt(1 - alpha_bar) x_t.",
-                 wrong=_v_swapped),
             Hint("v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 has a minus sign in front "
                  "of x0; invert the 2x2 rotation with care.", wrong=_v_sign),
         ],
