@@ -1,6 +1,6 @@
 # gmbook: build the book and run its tests. Every target sets itself up on a fresh
-# machine (Debian/Ubuntu or macOS, Python >= 3.10): it creates .venv if absent and
-# installs requirements.txt (torch first, see TORCH below).
+# machine (Debian/Ubuntu or macOS, Python 3.10-3.12): it creates .venv if absent and
+# installs the exact versions of requirements-lock.txt (torch first, see TORCH below).
 #
 #   make book       executed HTML book in _build/html (re-executes what changed);
 #                   STRICT=1 fails on a chapter over the time budget, as CI does
@@ -9,6 +9,7 @@
 #   make chapter CH=book/diffusion/ddpm.md   execute one chapter, time its cells
 #   make notebooks  regenerate the paired .ipynb of every chapter from its .md
 #   make bench      the benchmark of every model family: benchmarks/results/results.{json,md}
+#   make lock       re-resolve requirements.txt into requirements-lock.txt (needs PyPI)
 #   make clean      remove build outputs (keeps .venv); `make distclean` removes .venv too
 
 SHELL := /bin/bash
@@ -27,20 +28,20 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 CHAPTERS = $(shell grep -rl --include='*.md' '^kernelspec:' book)
 
-.PHONY: help book test bench pdf notebooks chapter clean distclean check-latex setup
+.PHONY: help book test bench pdf notebooks chapter lock clean distclean check-latex setup
 
 help:
-	@sed -n '1,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,14p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt code/pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || \
-	  { echo "gmbook needs Python >= 3.10; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 1; }
+$(STAMP): requirements-lock.txt code/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null || \
+	  { echo "gmbook needs Python 3.10, 3.11 or 3.12 (requirements-lock.txt pins those); '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Try: make PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || \
 	  $(BIN)/python -m pip install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install -r requirements-lock.txt
 	@touch $@
 
 # STRICT=1 makes a chapter over the execution budget fail the build (CI sets it); a
@@ -74,6 +75,11 @@ pdf: check-latex book
 chapter: $(STAMP)
 	@test -n "$(CH)" || { echo 'usage: make chapter CH=book/<part>/<name>.md'; exit 1; }
 	$(BIN)/python book/_ext/run_chapter.py $(CH)
+
+# The lock pins every package (but torch) for Python 3.10-3.12; requirements.txt keeps
+# the ranges. Run after changing requirements.txt, then commit both files.
+lock: $(STAMP)
+	$(BIN)/python .ci/lock.py
 
 notebooks: $(STAMP)
 	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)  # --update keeps cell ids stable

@@ -82,7 +82,7 @@ def test_local_extension_and_watch():
     assert "gmbook_sphinx" in local, "sphinx.local_extensions must load gmbook_sphinx"
     assert (ROOT / local["gmbook_sphinx"] / "gmbook_sphinx.py").is_file()
     watch = sphinx_config().get("gmbook_watch") or []
-    for path in ("code/gmbook", "requirements.txt"):
+    for path in ("code/gmbook", "requirements.txt", "requirements-lock.txt"):
         assert path in watch, f"sphinx.config.gmbook_watch must include {path}"
         assert (ROOT / path).exists(), f"gmbook_watch names {path}, which does not exist"
 
@@ -113,19 +113,62 @@ def _requirement_lines(path) -> list[str]:
     return lines
 
 
-def test_binder_requirements_mirror_requirements():
-    """``.binder/requirements.txt`` = the CPU torch index + exactly ``requirements.txt``."""
-    main = _requirement_lines(ROOT / "requirements.txt")
+def _lock_pins() -> list[str]:
+    return [line for line in _requirement_lines(ROOT / "requirements-lock.txt")
+            if not line.startswith("-")]
+
+
+def test_binder_requirements_mirror_the_lock():
+    """``.binder/requirements.txt`` = the CPU torch index + the Makefile's torch pin + exactly
+    ``requirements-lock.txt`` (``make lock`` writes both)."""
+    lock = _requirement_lines(ROOT / "requirements-lock.txt")
     binder = _requirement_lines(ROOT / ".binder" / "requirements.txt")
     index = [line for line in binder if line.startswith("--")]
     assert index == [CPU_INDEX], (
         f".binder/requirements.txt must have exactly one option line, {CPU_INDEX!r}; "
         f"found {index}")
+    torch_pin = re.search(r"^TORCH \?= (torch==\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert torch_pin, "the Makefile must pin torch: 'TORCH ?= torch==X.Y.Z'"
     rest = [line for line in binder if not line.startswith("--")]
-    assert rest == main, (
-        ".binder/requirements.txt and requirements.txt differ (apart from the torch index "
-        f"line): only in .binder: {[x for x in rest if x not in main]}, only in "
-        f"requirements.txt: {[x for x in main if x not in rest]}; same lines, same order")
+    assert rest == [torch_pin.group(1)] + lock, (
+        ".binder/requirements.txt is not the torch pin plus requirements-lock.txt: run "
+        "`python .ci/lock.py --binder`")
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12"])
+def test_lock_pins_every_requirement_within_its_range(python):
+    """For each supported Python, ``requirements-lock.txt`` pins exactly one version of every
+    package of ``requirements.txt`` (torch apart), inside that package's range."""
+    from packaging.markers import Marker
+
+    env = {"python_version": python}
+    pins: dict[str, list[str]] = {}
+    for line in _lock_pins():
+        spec, _, marker = line.partition(";")
+        if marker and not Marker(marker.strip()).evaluate(env):
+            continue
+        req = Requirement(spec.strip())
+        (pin,) = list(req.specifier)
+        assert pin.operator == "==", f"requirements-lock.txt: {line!r} is not an exact pin"
+        pins.setdefault(_canon(req.name), []).append(pin.version)
+    doubles = {k: v for k, v in pins.items() if len(v) > 1}
+    assert not doubles, f"Python {python}: packages pinned twice: {doubles}"
+    for line in _requirement_lines(ROOT / "requirements.txt"):
+        if line.startswith("-"):
+            continue
+        req = Requirement(line)
+        if _canon(req.name) == "torch":
+            continue
+        assert _canon(req.name) in pins, f"Python {python}: {req.name} is not in the lock"
+        version = pins[_canon(req.name)][0]
+        assert req.specifier.contains(version, prereleases=True), (
+            f"Python {python}: the lock pins {req.name}=={version}, outside {line!r}: "
+            "run `make lock`")
+    assert "-e ./code" in _requirement_lines(ROOT / "requirements-lock.txt")
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_requirements_are_bounded():
