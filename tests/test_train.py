@@ -355,3 +355,34 @@ def test_ema_validation():
     with pytest.raises(TypeError):
         EMA(net.weight)  # type: ignore[arg-type]
     EMA(net, decay=0.0)  # 0 is allowed: the average is the last iterate
+
+
+def test_fit_takes_a_generator_like_every_random_function():
+    """``fit(generator=...)``: the run is reproducible from the generator's state, the global
+    RNG is untouched, and seed and generator together are refused."""
+    from gmbook.train import fit as fit_
+
+    def run(generator):
+        w = torch.nn.Parameter(torch.zeros(2, 1))  # no draw from the global RNG here
+        data = torch.arange(40.0).reshape(20, 2) / 40
+        # noise from the global RNG inside the loss, and shuffled minibatches of a dataset
+        loss = lambda b: (b @ w - torch.randn(len(b), 1)).pow(2).mean()  # noqa: E731
+        return fit_(loss, data, params=[w], steps=5, batch_size=4,
+                    generator=generator, progress=False).losses
+
+    state = torch.get_rng_state()
+    a = run(torch.Generator().manual_seed(3))
+    b = run(torch.Generator().manual_seed(3))
+    c = run(torch.Generator().manual_seed(4))
+    assert torch.equal(torch.get_rng_state(), state), "fit(generator=...) moved the global RNG"
+    assert a == b and a != c
+    g = torch.Generator().manual_seed(3)
+    run(g)
+    assert not torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state()), (
+        "the generator was not advanced")
+    with pytest.raises(ValueError, match="not both"):
+        fit_(lambda b: b.sum(), torch.ones(4, 2), params=[torch.nn.Parameter(torch.ones(1))],
+             steps=1, seed=1, generator=torch.Generator())
+    with pytest.raises(TypeError, match="generator"):
+        fit_(lambda b: b.sum(), torch.ones(4, 2), params=[torch.nn.Parameter(torch.ones(1))],
+             steps=1, generator=3)

@@ -364,6 +364,7 @@ def fit(
     grad_clip: float | None = None,
     ema: EMA | None = None,
     seed: int | None = None,
+    generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
     log_every: int = 0,
@@ -408,7 +409,12 @@ def fit(
         seed: if given, the loop runs inside ``torch.random.fork_rng`` seeded with it:
             the run (minibatches and any noise the loss draws from the global RNG) is
             reproducible, and the caller's global random state is left exactly as it
-            was. If ``None``, the loop uses (and advances) the global RNG.
+            was. If ``None`` (and no ``generator``), the loop uses (and advances) the global
+            RNG.
+        generator: instead of ``seed``, a generator to draw the run's seed from (one draw,
+            which advances it): the run is then reproducible from the generator's state,
+            like every other random function of the package, and the caller's global
+            random state is left as it was. Give ``seed`` or ``generator``, not both.
         device: device to which each batch (or the dataset) is moved; defaults to that of
             the first trained parameter. The model itself is never moved.
         progress: show a progress bar. ``None`` (default) lets
@@ -467,6 +473,14 @@ def fit(
         raise TypeError(f"fit: ema must be a gmbook.train.EMA, got {type(ema).__name__}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"fit: seed must be an int or None, got {type(seed).__name__}")
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("fit: give seed or generator, not both")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"fit: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     if callback is not None and not callable(callback):
         raise TypeError("fit: callback must be callable as callback(step, loss)")
     if not isinstance(data, Tensor) and not callable(data):
