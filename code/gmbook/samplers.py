@@ -1,0 +1,503 @@
+r"""One interface for the continuous-time samplers of diffusion and flow models.
+
+Every model of the diffusion part of the book (DDPM, the score model, flow matching) is a
+Gaussian path :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` with
+:math:`\varepsilon \sim \mathcal N(0, I)` independent of the data :math:`x_0`, and a network
+that predicts one of four equivalent quantities: the noise :math:`\hat\varepsilon`, the
+clean data :math:`\hat x_0`, the score :math:`\nabla \log p_t = -\hat\varepsilon / \sigma_t`,
+or the velocity :math:`\dot x_t = \dot\alpha_t \hat x_0 + \dot\sigma_t \hat\varepsilon`
+of the probability-flow ODE. The pieces are kept apart, as in k-diffusion (every sampler one
+signature) and diffusers (schedules apart from models):
+
+* a **path** (:class:`GaussianPath`: :class:`VPPath`, :class:`DiscreteVPPath`,
+  :class:`VEPath`, :class:`LinearPath`) gives :math:`\alpha_t`, :math:`\sigma_t` and their
+  derivatives, with the convention of the diffusion chapters: data at small :math:`t`,
+  noise at large :math:`t` (flow matching's :math:`t` runs the other way: its
+  :math:`t_{\mathrm{FM}} = 1 - t` here);
+* a :class:`Prediction` wraps a network ``fn(x, t)`` of one kind (``"eps"``, ``"x0"``,
+  ``"v"``, ``"score"``, ``"velocity"``) and a path, and converts it to every other kind:
+  the conversions live here and nowhere else;
+* a **sampler** is a function ``sampler(pred, x, grid, *, generator=None, return_path=False,
+  **options) -> SamplePath`` that integrates from ``grid[0]`` (the most noise) to
+  ``grid[-1]``; every sampler returns a :class:`SamplePath`.
+
+The samplers here are the first-order ones every later chapter starts from: :func:`euler`
+(the probability-flow ODE), :func:`heun` (Karras et al., 2022, Algorithm 1), :func:`ddim`
+(Song, Meng & Ermon, 2021; ``eta = 1`` is ancestral sampling) and :func:`euler_maruyama`
+(the reverse-time SDE family with noise scale ``eta``; Song et al., 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gmbook._checks import check_generator, check_nonnegative, describe
+from gmbook._random import randn
+
+__all__ = [
+    "KINDS",
+    "DiscreteVPPath",
+    "GaussianPath",
+    "LinearPath",
+    "Prediction",
+    "SamplePath",
+    "VEPath",
+    "VPPath",
+    "ddim",
+    "euler",
+    "euler_maruyama",
+    "heun",
+]
+
+KINDS = ("eps", "x0", "v", "score", "velocity")
+"""What a network may predict (see :class:`Prediction`)."""
+
+
+def _bt(t: Tensor, x: Tensor) -> Tensor:
+    """Times ``(B,)`` or ``()`` as ``(B, 1, ..., 1)`` against ``x`` ``(B, *D)``."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t
+    return t.reshape(t.shape[0], *([1] * (x.ndim - 1)))
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class GaussianPath:
+    r"""The path :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`: its coefficients and their
+    time derivatives. Subclasses implement :meth:`alpha`, :meth:`sigma`, :meth:`d_alpha`,
+    :meth:`d_sigma` for a tensor of times (float64 inside, returned in the input's dtype).
+
+    Attributes:
+        t_min, t_max: the interval of times on which the path is defined.
+    """
+
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    def alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        r""":math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)`."""
+        return 2 * (self.alpha(t).log() - self.sigma(t).log())
+
+    def diffusion2(self, t: Tensor) -> Tensor:
+        r"""The squared diffusion coefficient :math:`g_t^2 = \frac{\mathrm d\sigma_t^2}{\mathrm
+        d t} - 2 \frac{\dot\alpha_t}{\alpha_t} \sigma_t^2` of the forward SDE
+        :math:`\mathrm d x = \frac{\dot\alpha_t}{\alpha_t} x\, \mathrm d t + g_t\, \mathrm d W`
+        whose marginals are those of the path."""
+        a, s = self.alpha(t), self.sigma(t)
+        return 2 * s * self.d_sigma(t) - 2 * self.d_alpha(t) / a * s**2
+
+    def marginal(self, x0: Tensor, t: Tensor, *,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        r"""Draw :math:`x_t` given :math:`x_0` ``(B, *D)`` at times ``t`` ``(B,)``; returns
+        ``(x_t, eps)``."""
+        eps = randn(x0.shape, like=x0, generator=generator)
+        return _bt(self.alpha(t), x0) * x0 + _bt(self.sigma(t), x0) * eps, eps
+
+    def _check_t(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t)
+        if not t.is_floating_point():
+            t = t.double()
+        return t
+
+
+class VPPath(GaussianPath):
+    r"""The variance-preserving path of the continuous DDPM (Song et al., 2021):
+    :math:`\beta(t) = \beta_{\min} + t (\beta_{\max} - \beta_{\min})` on :math:`[0, 1]`,
+    :math:`\alpha_t = \exp(-\tfrac12 \int_0^t \beta)`, :math:`\sigma_t = \sqrt{1 -
+    \alpha_t^2}`. The defaults are the continuous limit of DDPM's linear schedule with
+    :math:`T = 1000` (:math:`\beta_{\min} = 0.1`, :math:`\beta_{\max} = 20`).
+
+    Args:
+        beta_min, beta_max: the rates at :math:`t = 0` and :math:`t = 1`.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        self.beta_min = check_nonnegative("beta_min", beta_min)
+        self.beta_max = check_nonnegative("beta_max", beta_max)
+        if not self.beta_max > self.beta_min:
+            raise ValueError(f"beta_max must exceed beta_min, got {beta_max} <= {beta_min}")
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        t = self._check_t(t).double()
+        return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
+
+    def _beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + self._check_t(t).double() * (self.beta_max - self.beta_min)
+
+    def alpha(self, t):
+        t = self._check_t(t)
+        return self._log_alpha(t).exp().to(t.dtype)
+
+    def sigma(self, t):
+        t = self._check_t(t)
+        return (-torch.expm1(2 * self._log_alpha(t))).sqrt().to(t.dtype)
+
+    def d_alpha(self, t):
+        t = self._check_t(t)
+        return (-0.5 * self._beta(t) * self._log_alpha(t).exp()).to(t.dtype)
+
+    def d_sigma(self, t):
+        t = self._check_t(t)
+        a2 = (2 * self._log_alpha(t)).exp()
+        return (0.5 * self._beta(t) * a2 / (-torch.expm1(2 * self._log_alpha(t))).sqrt()).to(
+            t.dtype)
+
+
+class DiscreteVPPath(GaussianPath):
+    r"""A discrete DDPM schedule :math:`\bar\alpha_1, \dots, \bar\alpha_T` as a path on
+    :math:`[0, 1]`: step :math:`k` sits at :math:`t = k / T`, :math:`\alpha_t^2 =
+    \bar\alpha_k` there (:math:`\bar\alpha_0 = 1`), and :math:`\log \alpha_t` is linear
+    between steps (so the derivatives are piecewise constant, taken on the left interval
+    at a grid point).
+
+    Args:
+        alpha_bar: the cumulative products :math:`\bar\alpha_k`, shape ``(T,)``,
+            decreasing in :math:`(0, 1)`.
+    """
+
+    def __init__(self, alpha_bar: Tensor) -> None:
+        ab = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1)
+        if len(ab) < 1 or not bool(((ab > 0) & (ab < 1)).all()) or \
+                not bool((ab[1:] < ab[:-1]).all()):
+            raise ValueError("alpha_bar must be strictly decreasing values in (0, 1)")
+        self.T = len(ab)
+        self._log_a = torch.cat([ab.new_zeros(1), 0.5 * ab.log()])  # (T + 1,)
+
+    def _interp(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``log alpha_t`` and its slope in ``t``."""
+        s = self._check_t(t).double().clamp(0, 1) * self.T
+        k = s.ceil().clamp(1, self.T).long() - 1   # the interval [k, k + 1] holding s
+        lo, hi = self._log_a[k], self._log_a[k + 1]
+        slope = (hi - lo)
+        return lo + (s - k) * slope, slope * self.T
+
+    def alpha(self, t):
+        t = self._check_t(t)
+        return self._interp(t)[0].exp().to(t.dtype)
+
+    def sigma(self, t):
+        t = self._check_t(t)
+        return (-torch.expm1(2 * self._interp(t)[0])).sqrt().to(t.dtype)
+
+    def d_alpha(self, t):
+        t = self._check_t(t)
+        la, dla = self._interp(t)
+        return (dla * la.exp()).to(t.dtype)
+
+    def d_sigma(self, t):
+        t = self._check_t(t)
+        la, dla = self._interp(t)
+        a2 = (2 * la).exp()
+        return (-dla * a2 / (-torch.expm1(2 * la)).sqrt()).to(t.dtype)
+
+
+class VEPath(GaussianPath):
+    r"""The variance-exploding path of EDM (Karras et al., 2022): :math:`\alpha_t = 1`,
+    :math:`\sigma_t = t` for :math:`t \in [0, \sigma_{\max}]`.
+
+    Args:
+        sigma_max: the largest time (noise level).
+    """
+
+    def __init__(self, sigma_max: float = 80.0) -> None:
+        self.t_max = check_nonnegative("sigma_max", sigma_max)
+        if self.t_max == 0:
+            raise ValueError("sigma_max must be positive")
+
+    def alpha(self, t):
+        t = self._check_t(t)
+        return torch.ones_like(t)
+
+    def sigma(self, t):
+        return self._check_t(t).clone()
+
+    def d_alpha(self, t):
+        return torch.zeros_like(self._check_t(t))
+
+    def d_sigma(self, t):
+        return torch.ones_like(self._check_t(t))
+
+
+class LinearPath(GaussianPath):
+    r"""The linear (rectified-flow) path of flow matching, in the diffusion direction:
+    :math:`\alpha_t = 1 - t`, :math:`\sigma_t = t`. Flow matching's time is :math:`1 - t`."""
+
+    def alpha(self, t):
+        return 1 - self._check_t(t)
+
+    def sigma(self, t):
+        return self._check_t(t).clone()
+
+    def d_alpha(self, t):
+        return -torch.ones_like(self._check_t(t))
+
+    def d_sigma(self, t):
+        return torch.ones_like(self._check_t(t))
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+class Prediction:
+    r"""A network's prediction of one kind, with every conversion (the one place they live).
+
+    With :math:`x = \alpha x_0 + \sigma \varepsilon` at time :math:`t`:
+
+    * ``"eps"``: :math:`\hat\varepsilon`; ``"x0"``: :math:`\hat x_0`;
+    * ``"score"``: :math:`s = -\hat\varepsilon / \sigma` (Tweedie; needs the noise
+      independent of the data);
+    * ``"v"``: :math:`v = \alpha \hat\varepsilon - \sigma \hat x_0` (Salimans & Ho, 2022),
+      variance-preserving paths only (:math:`\alpha^2 + \sigma^2 = 1`);
+    * ``"velocity"``: :math:`u = \dot\alpha \hat x_0 + \dot\sigma \hat\varepsilon`, the
+      probability-flow ODE's :math:`\mathrm d x / \mathrm d t`.
+
+    Args:
+        fn: the network, ``fn(x, t)`` with ``x`` ``(B, *D)`` and ``t`` ``(B,)``.
+        kind: one of :data:`KINDS`.
+        path: the :class:`GaussianPath` the network was trained on.
+    """
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], kind: str,
+                 path: GaussianPath) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable as fn(x, t), got {describe(fn)}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not isinstance(path, GaussianPath):
+            raise TypeError(f"path must be a GaussianPath, got {describe(path)}")
+        self.fn, self.kind, self.path = fn, kind, path
+
+    def _coef(self, x: Tensor, t: Tensor):
+        p = self.path
+        return tuple(_bt(f(t).to(x.dtype), x)
+                     for f in (p.alpha, p.sigma, p.d_alpha, p.d_sigma))
+
+    def x0_eps(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(x0_hat, eps_hat)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)``: one network call."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        out = self.fn(x, t)
+        a, s, da, ds = self._coef(x, t)
+        if self.kind == "eps":
+            return (x - s * out) / a, out
+        if self.kind == "x0":
+            return out, (x - a * out) / s
+        if self.kind == "score":
+            eps = -s * out
+            return (x - s * eps) / a, eps
+        if self.kind == "v":
+            return a * x - s * out, s * x + a * out
+        # velocity u = da x0 + ds eps and x = a x0 + s eps: solve the 2x2 system
+        det = a * ds - s * da
+        return (ds * x - s * out) / det, (a * out - da * x) / det
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""The probability-flow ODE's drift :math:`\dot\alpha_t \hat x_0 + \dot\sigma_t
+        \hat\varepsilon`: the mean velocity of the path given :math:`x_t = x`."""
+        return self.velocity_x0(x, t)[0]
+
+    def velocity_x0(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(velocity, x0_hat)`` from one network call."""
+        x0, eps = self.x0_eps(x, t)
+        _, _, da, ds = self._coef(x, torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]))
+        return da * x0 + ds * eps, x0
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""The score :math:`-\hat\varepsilon / \sigma_t`."""
+        _, eps = self.x0_eps(x, t)
+        _, s, _, _ = self._coef(x, torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]))
+        return -eps / s
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+@dataclass
+class SamplePath:
+    r"""What every sampler returns.
+
+    Attributes:
+        samples: the final points, shape ``(B, *D)``.
+        times: the time grid, shape ``(K + 1,)``, from the most noise to the least.
+        nfe: network evaluations per sample.
+        states: with ``return_path``, the states at the grid times, ``(K + 1, B, *D)``
+            (``states[0]`` the start, ``states[-1]`` the samples); else ``None``.
+        x0_preds: with ``return_path``, the denoised predictions made at the first ``K``
+            grid times, ``(K, B, *D)``; else ``None``.
+    """
+
+    samples: Tensor
+    times: Tensor
+    nfe: int
+    states: Tensor | None = None
+    x0_preds: Tensor | None = None
+
+
+def _check(pred: Prediction, x: Tensor, grid: Tensor) -> Tensor:
+    if not isinstance(pred, Prediction):
+        raise TypeError(f"pred must be a gmbook.samplers.Prediction, got {describe(pred)}")
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor (B, *D), got {describe(x)}")
+    grid = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
+    if len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
+        raise ValueError("grid must hold at least 2 strictly decreasing times (noise first)")
+    return grid
+
+
+class _Recorder:
+    def __init__(self, x: Tensor, keep: bool) -> None:
+        self.keep, self.states, self.x0s = keep, [x] if keep else [], []
+
+    def step(self, x: Tensor, x0: Tensor | None) -> None:
+        if self.keep:
+            self.states.append(x)
+            if x0 is not None:
+                self.x0s.append(x0)
+
+    def done(self, x: Tensor, grid: Tensor, nfe: int) -> SamplePath:
+        if not self.keep:
+            return SamplePath(x, grid, nfe)
+        x0s = torch.stack(self.x0s) if self.x0s else None
+        return SamplePath(x, grid, nfe, torch.stack(self.states), x0s)
+
+
+@torch.no_grad()
+def euler(pred: Prediction, x: Tensor, grid: Tensor, *,
+          generator: torch.Generator | None = None, return_path: bool = False) -> SamplePath:
+    r"""Euler steps of the probability-flow ODE, :math:`x_{k+1} = x_k + (t_{k+1} - t_k)\,
+    u(x_k, t_k)`; one network call per step.
+
+    Args:
+        pred: the model's prediction.
+        x: the starting points at ``grid[0]``, shape ``(B, *D)``.
+        grid: decreasing times ``(K + 1,)``.
+        generator: unused (a deterministic sampler), accepted for the common signature.
+        return_path: keep the states and predictions.
+    """
+    grid = _check(pred, x, grid)
+    check_generator(generator)
+    rec = _Recorder(x, return_path)
+    for t, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        u, x0 = pred.velocity_x0(x, torch.tensor(t))
+        x = x + (t_next - t) * u
+        rec.step(x, x0)
+    return rec.done(x, grid, len(grid) - 1)
+
+
+@torch.no_grad()
+def heun(pred: Prediction, x: Tensor, grid: Tensor, *,
+         generator: torch.Generator | None = None, return_path: bool = False) -> SamplePath:
+    r"""Heun's second-order method on the probability-flow ODE (Karras et al., 2022,
+    Algorithm 1 without churn): an Euler step, then the average of the two slopes; the
+    last step is plain Euler when it ends at :math:`t = 0` (where the slope may be
+    singular). Two network calls per step (one for that last step).
+    """
+    grid = _check(pred, x, grid)
+    check_generator(generator)
+    rec = _Recorder(x, return_path)
+    for t, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        u, x0 = pred.velocity_x0(x, torch.tensor(t))
+        x_euler = x + (t_next - t) * u
+        if t_next > 0:
+            x = x + (t_next - t) * 0.5 * (u + pred.velocity(x_euler, torch.tensor(t_next)))
+        else:
+            x = x_euler
+        rec.step(x, x0)
+    nfe = 2 * (len(grid) - 1) - (1 if float(grid[-1]) <= 0 else 0)
+    return rec.done(x, grid, nfe)
+
+
+@torch.no_grad()
+def ddim(pred: Prediction, x: Tensor, grid: Tensor, *, eta: float = 0.0,
+         generator: torch.Generator | None = None, return_path: bool = False) -> SamplePath:
+    r"""DDIM steps (Song, Meng & Ermon, 2021) for a general Gaussian path:
+
+    .. math::
+
+        x_s = \alpha_s \hat x_0 + \sqrt{\sigma_s^2 - c^2}\, \hat\varepsilon + c\, z, \qquad
+        c^2 = \eta^2 \frac{\sigma_s^2}{\sigma_t^2}\Big(\sigma_t^2 - \frac{\alpha_t^2}
+        {\alpha_s^2} \sigma_s^2\Big),
+
+    from time :math:`t` to :math:`s < t`, with :math:`z \sim \mathcal N(0, I)`.
+    ``eta = 0`` is the deterministic sampler (the first-order exponential integrator of the
+    probability-flow ODE); ``eta = 1`` draws from the Gaussian posterior
+    :math:`q(x_s \mid x_t, x_0 = \hat x_0)`, i.e. ancestral sampling. One network call per
+    step.
+
+    Args:
+        eta: the noise scale in :math:`[0, 1]`.
+    """
+    grid = _check(pred, x, grid)
+    generator = check_generator(generator)
+    eta = check_nonnegative("eta", eta)
+    path = pred.path
+    a_all, s_all = path.alpha(grid), path.sigma(grid)
+    rec = _Recorder(x, return_path)
+    for k in range(len(grid) - 1):
+        x0, eps = pred.x0_eps(x, grid[k].to(x.dtype))
+        a_t, s_t, a_s, s_s = (float(v) for v in (a_all[k], s_all[k], a_all[k + 1],
+                                                  s_all[k + 1]))
+        c2 = 0.0
+        if eta > 0 and s_s > 0:
+            c2 = eta**2 * s_s**2 / s_t**2 * max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0)
+        x = a_s * x0 + math.sqrt(max(s_s**2 - c2, 0.0)) * eps
+        if c2 > 0:
+            x = x + math.sqrt(c2) * randn(x.shape, like=x, generator=generator)
+        rec.step(x, x0)
+    return rec.done(x, grid, len(grid) - 1)
+
+
+@torch.no_grad()
+def euler_maruyama(pred: Prediction, x: Tensor, grid: Tensor, *, eta: float = 1.0,
+                   generator: torch.Generator | None = None,
+                   return_path: bool = False) -> SamplePath:
+    r"""Euler-Maruyama steps of the reverse-time SDE family
+
+    .. math::
+
+        \mathrm d x = \Big[u_t(x) - \frac{\eta^2}{2} g_t^2\, \nabla \log p_t(x)\Big]\,
+        \mathrm d t + \eta\, g_t\, \mathrm d \bar W_t ,
+
+    integrated backwards in time (:math:`\mathrm d t < 0`), where :math:`u_t` is the
+    probability-flow drift and :math:`g_t^2` the path's :meth:`GaussianPath.diffusion2`.
+    Every member has the marginals of the path; ``eta = 0`` is the probability-flow ODE
+    (then this is :func:`euler`), ``eta = 1`` Anderson's reverse SDE. One network call per
+    step; no noise is added on a step that ends at :math:`t = 0`.
+    """
+    grid = _check(pred, x, grid)
+    generator = check_generator(generator)
+    eta = check_nonnegative("eta", eta)
+    path = pred.path
+    rec = _Recorder(x, return_path)
+    for t, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        tt = torch.tensor(t, dtype=torch.float64)
+        x0, eps = pred.x0_eps(x, tt)
+        s = path.sigma(tt).item()
+        da, ds, g2 = path.d_alpha(tt).item(), path.d_sigma(tt).item(), \
+            path.diffusion2(tt).item()
+        score = -eps / s
+        drift = da * x0 + ds * eps - 0.5 * eta**2 * g2 * score
+        h = t_next - t  # negative
+        x = x + h * drift
+        if eta > 0 and t_next > 0:
+            x = x + eta * math.sqrt(g2 * -h) * randn(x.shape, like=x, generator=generator)
+        rec.step(x, x0)
+    return rec.done(x, grid, len(grid) - 1)
