@@ -224,3 +224,27 @@ def test_digit_classifier_rejects_bad_shapes():
         DigitClassifier().features(torch.zeros(3, 64))
     with pytest.raises(ValueError, match="n_features"):
         DigitClassifier(n_features=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_folded_fast_path_computes_the_same_function(dtype):
+    """Without autograd (or with a scalar time) MLP folds the time branch into the biases,
+    once per distinct time, in chunks of FOLD_CHUNK rows: same values as the plain layers,
+    for a scalar, a constant (B,) and a mixed (B,) time, across chunk boundaries."""
+    from gmbook.nets import FOLD_CHUNK, MLP
+
+    net = MLP(3, hidden=16, depth=2, time_dim=8).to(dtype)
+    x = torch.randn(FOLD_CHUNK + 37, 3, dtype=dtype)
+    mixed = torch.rand(4, dtype=dtype)[torch.randint(0, 4, (x.shape[0],))]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for t in (torch.full((x.shape[0],), 0.3, dtype=dtype), mixed):
+        with torch.enable_grad():
+            plain = net(x, t)  # autograd on and (B,) times: the plain layer-by-layer path
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, t), plain.detach(), **tol)
+    with torch.enable_grad():
+        plain = net(x, torch.full((x.shape[0],), 0.7, dtype=dtype))
+        scalar = net(x, 0.7)  # folded, with autograd: gradients must flow
+    torch.testing.assert_close(scalar, plain, **tol)
+    scalar.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
