@@ -397,21 +397,100 @@ def test_beta_and_free_bits_change_only_the_kl_term():
     assert any(not torch.allclose(a, b) for a, b in zip(g_plain, g_rec))
 
 
-def test_collapsed_model_has_an_elbo_equal_to_its_likelihood():
-    """[prop-vae-collapse] A decoder that ignores z (W = 0) with the encoder equal to the
-    prior has a zero KL term, and its ELBO equals its exact log-likelihood, so no other
-    encoder for that decoder does better."""
-    model = linear_model(d=4, lat=2, seed=36)
+def _whitened(n: int, d: int, seed: int, scales: Tensor | None = None) -> Tensor:
+    """n points in R^d whose biased sample covariance is exactly diag(scales)^2 (I if None),
+    with mean 1.5."""
+    raw = torch.randn(n, d, generator=gen(seed), dtype=F64)
+    raw = raw - raw.mean(0)
+    chol = torch.linalg.cholesky(raw.T @ raw / n)
+    white = raw @ torch.linalg.inv(chol).T  # sample covariance I
+    return 1.5 + (white if scales is None else white * scales)
+
+
+def _collapsed(x: Tensor, lat: int) -> LinearGaussianVAE:
+    """The best decoder that ignores z (W = 0, b = mean, sigma^2 = mean variance) with the
+    encoder equal to the prior."""
+    model = LinearGaussianVAE(x.shape[1], lat).double()
     with torch.no_grad():
         model.decoder.net.weight.zero_()
+        model.decoder.net.bias.copy_(x.mean(0))
+        model.decoder.log_std.fill_(0.5 * math.log(float(x.var(0, correction=0).mean())))
         model.encoder.linear.weight.zero_()
         model.encoder.linear.bias.zero_()
         model.encoder.log_var.zero_()
-        x = torch.randn(5, 4, generator=gen(37), dtype=F64)
-        terms = model.elbo_terms(x, samples=3, generator=gen(38))
-        assert float(terms.kl.abs().max()) == 0.0
-        torch.testing.assert_close(terms.elbo, model.log_prob(x), rtol=0, atol=1e-12)
-        torch.testing.assert_close(model.elbo_exact(x), model.log_prob(x), rtol=0, atol=1e-12)
+    return model
+
+
+def test_collapse_is_the_elbo_optimum_exactly_when_z_is_not_needed():
+    """[prop-vae-collapse] Data with an isotropic sample covariance: the best marginal of the
+    linear-Gaussian model ignores z (the closed-form PPCA fit has W = 0 and the prior as
+    encoder), the collapsed model's ELBO equals its log-likelihood, and 50 random models
+    (random W, noise, offset and encoder, some near the optimum) all have a strictly lower
+    average ELBO. With anisotropic data the hypothesis fails, and so does the conclusion:
+    the PPCA model's ELBO beats the best collapsed model's by more than 0.1 nats."""
+    x = _whitened(300, 4, seed=36)
+    ppca = LinearGaussianVAE.ppca(x, 2)
+    collapsed = _collapsed(x, 2)
+    with torch.no_grad():
+        assert float(ppca.W.abs().max()) < 1e-6          # the ML fit ignores z
+        assert float(ppca.elbo_terms(x, samples=4, generator=gen(37)).kl.max()) < 1e-10
+        best = float(collapsed.elbo_exact(x).mean())
+        assert abs(best - float(collapsed.log_prob(x).mean())) < 1e-10
+        assert abs(best - float(ppca.elbo_exact(x).mean())) < 1e-8
+        g = gen(38)
+        for i in range(50):
+            other = linear_model(d=4, lat=2, noise_var=0.5 + float(torch.rand(1, generator=g)),
+                                 seed=100 + i)
+            if i % 2:  # near the optimum: the optimal b and sigma^2 with a small W
+                other.decoder.net.bias.copy_(x.mean(0))
+                other.decoder.log_std.copy_(collapsed.decoder.log_std)
+                other.decoder.net.weight.mul_(0.05)
+            assert float(other.elbo_exact(x).mean()) < best - 1e-6, i
+    x2 = _whitened(300, 4, seed=39, scales=torch.tensor([3.0, 1.5, 0.5, 0.5], dtype=F64))
+    with torch.no_grad():
+        gain = float(LinearGaussianVAE.ppca(x2, 2).elbo_exact(x2).mean()
+                     - _collapsed(x2, 2).elbo_exact(x2).mean())
+    assert gain > 0.1, gain
+
+
+def test_beta_and_free_bits_objectives_are_looser_bounds_and_small_beta_is_none():
+    """[eq-vae-beta] [eq-vae-free-bits] [thm-vae-elbo] The training objective -loss, for a
+    model whose ELBO equals log p(x) (PPCA with the exact posterior), averaged over 40,000
+    rows: with beta = 1 and no free bits it matches log p(x) within 5 standard errors; with
+    beta in {2, 4} or free bits lambda in {1.65, 5} (above the KL of one coordinate, or of
+    both) it is at most the ELBO estimated from the
+    same draws (exactly) and clearly below log p(x), a looser lower bound; with beta = 0.25
+    it is clearly above log p(x), no bound at all."""
+    data = _whitened(400, 6, seed=40,
+                     scales=torch.tensor([3.0, 2.0, 0.6, 0.5, 0.5, 0.4], dtype=F64))
+    model = LinearGaussianVAE.ppca(data, 2)
+    x = data[:8].repeat(5000, 1)                                  # (40000, 6)
+    with torch.no_grad():
+        log_px = float(model.log_prob(x).mean())
+        assert abs(float(model.elbo_exact(x).mean()) - log_px) < 1e-9  # a tight ELBO
+        rec = model.elbo_terms(x, generator=gen(41)).reconstruction
+        se = float(rec.std()) / math.sqrt(len(rec))
+        kl = model.elbo_terms(x[:8], generator=gen(42)).kl_per_dim.mean(0)
+    assert 1.0 < float(kl.min()) < 1.65 < float(kl.max()) < 5  # lambda = 1.65 splits them
+
+    def objective(beta: float, free_bits: float, seed: int) -> tuple[float, float]:
+        model.beta, model.free_bits = beta, free_bits
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            value = -float(model.loss(x))
+            torch.manual_seed(seed)
+            elbo_same_draws = float(model.elbo_terms(x).elbo.mean())
+        model.beta, model.free_bits = 1.0, 0.0
+        return value, elbo_same_draws
+
+    value, elbo = objective(1.0, 0.0, 43)
+    assert abs(value - elbo) < 1e-9 and abs(value - log_px) < 5 * se
+    for beta, free_bits in [(2.0, 0.0), (4.0, 0.0), (1.0, 1.65), (1.0, 5.0), (2.0, 1.65)]:
+        value, elbo = objective(beta, free_bits, 44)
+        assert value <= elbo + 1e-12, (beta, free_bits)
+        assert value < log_px - 5 * se - 0.01, (beta, free_bits, value, log_px)
+    value, _ = objective(0.25, 0.0, 45)
+    assert value > log_px + 5 * se + 0.01, (value, log_px)
 
 
 # --------------------------------------------------------------------------- the models
@@ -500,25 +579,70 @@ def test_vector_quantizer_straight_through():
     torch.testing.assert_close(g_commit[1], want)
 
 
-def test_vqvae_loss_tokens_and_prior():
-    """[eq-vae-vq] The VQ-VAE loss is distortion + codebook + commitment terms; encode gives
-    int64 tokens (B, M); the fitted prior's usage is a distribution; samples have the data's
-    shape."""
+def test_vqvae_loss_in_a_hand_computed_case_and_its_gradient_paths():
+    """[eq-vae-vq] Codebook = the encoder's outputs of the batch shifted by a small vector c,
+    so that each output's nearest code is its own: the loss is the squared reconstruction
+    error plus (1 + beta_c) M |c|^2 (codebook and commitment terms M |c|^2 each). The
+    codebook's gradient does not depend on the decoder and vanishes at c = 0 (it comes from
+    the codebook term only); the encoder's gradient (beta_c = 0) is that of the decoder
+    applied to z_e + c, the straight-through path; at c = 0 the gradients equal a plain
+    autoencoder's. Tokens are int64 (B, M), the prior a distribution, samples shaped like
+    data."""
     torch.manual_seed(0)
-    model = VQVAE((1, 4, 4), positions=3, codes=5, code_dim=2, hidden=8, commitment=0.3)
-    x = torch.randn(10, 1, 4, 4)
-    model.init_codebook(x, generator=gen(1))
-    z_e = model.encoder(x.flatten(1)).reshape(10, 3, 2)
-    z_q, _, cb, cm = model.quantizer(z_e)
-    x_hat = model.decoder(z_q.reshape(10, -1))
-    want = (x.flatten(1) - x_hat).square().sum(1).mean() + cb + 0.3 * cm
-    torch.testing.assert_close(model.loss(x), want)
+    b, m, d = 10, 3, 2
+    model = VQVAE((1, 4, 4), positions=m, codes=b * m, code_dim=d, hidden=8,
+                  commitment=0.3).double()
+    x = torch.randn(b, 1, 4, 4, generator=gen(1), dtype=F64)
+    with torch.no_grad():
+        z_e = model.encoder(x.flatten(1)).reshape(b * m, d)
+    spread = torch.cdist(z_e, z_e) + 1e3 * torch.eye(b * m, dtype=F64)
+    c = torch.tensor([0.3, -0.2], dtype=F64) * float(spread.min()) / 2
+    assert float(c.norm()) < float(spread.min()) / 2
+
+    def loss_and_grads(shift: Tensor, commitment: float):
+        with torch.no_grad():
+            model.quantizer.codebook.copy_(z_e + shift)
+        model.commitment = commitment
+        model.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    loss, _ = loss_and_grads(c, 0.3)
+    with torch.no_grad():
+        recon = (x - model.reconstruct(x)).square().flatten(1).sum(1).mean()
+    torch.testing.assert_close(loss, recon + 1.3 * m * c.square().sum(), rtol=0, atol=1e-10)
+    assert torch.equal(model.encode(x), torch.arange(b * m).reshape(b, m))
+
+    # gradient paths
+    _, grads = loss_and_grads(c, 0.0)
+    code_grad = grads["quantizer.codebook"]
+    assert float(code_grad.abs().max()) > 1e-6
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen(2), dtype=F64))
+    _, grads2 = loss_and_grads(c, 0.0)
+    torch.testing.assert_close(grads2["quantizer.codebook"], code_grad, rtol=0, atol=1e-12)
+    model.zero_grad()
+    z = model.encoder(x.flatten(1)).reshape(b, m, d) + c   # straight-through, c constant
+    (x.flatten(1) - model.decoder(z.reshape(b, -1))).square().sum(1).mean().backward()
+    for name, p in model.encoder.named_parameters():
+        torch.testing.assert_close(grads2["encoder." + name], p.grad, rtol=0, atol=1e-10)
+    _, grads0 = loss_and_grads(torch.zeros(d, dtype=F64), 0.3)
+    assert float(grads0["quantizer.codebook"].abs().max()) < 1e-12
+    model.zero_grad()
+    plain = model.decoder(model.encoder(x.flatten(1)))        # a plain autoencoder
+    (x.flatten(1) - plain).square().sum(1).mean().backward()
+    for name, p in model.named_parameters():
+        if not name.startswith("quantizer"):
+            torch.testing.assert_close(grads0[name], p.grad, rtol=0, atol=1e-10)
+
     tokens = model.encode(x)
-    assert tokens.shape == (10, 3) and tokens.dtype == torch.int64
-    assert model.decode(tokens).shape == (10, 1, 4, 4)
+    assert tokens.shape == (b, m) and tokens.dtype == torch.int64
+    assert model.decode(tokens).shape == (b, 1, 4, 4)
     usage = model.fit_prior(x)
-    assert usage.shape == (5,) and math.isclose(float(usage.sum()), 1.0, rel_tol=1e-6)
-    assert model.sample(7, generator=gen(2)).shape == (7, 1, 4, 4)
+    assert usage.shape == (b * m,) and math.isclose(float(usage.sum()), 1.0, rel_tol=1e-6)
+    assert model.sample(7, generator=gen(3)).shape == (7, 1, 4, 4)
 
 
 def test_functions_reject_bad_arguments():

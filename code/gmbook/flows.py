@@ -890,8 +890,9 @@ def bridge_mass_bound(mass: float, gap: float, lipschitz: float) -> float:
 
         q(A_\delta \setminus A) \;\ge\; \Phi\big(\Phi^{-1}(q(A)) + \delta / L\big) - q(A),
 
-    for :math:`q = f_\# \mathcal N(0, I)` with :math:`f` :math:`L`-Lipschitz
-    (:prf:ref:`thm-flow-bridge`).
+    for :math:`q = f_\# \mathcal N(0, I)` with :math:`f` :math:`L`-Lipschitz, or stretching
+    by at most :math:`L` on the latent ring within :math:`\delta / L` of the preimage of
+    :math:`A` (:prf:ref:`thm-flow-bridge`).
 
     Args:
         mass: :math:`q(A) \in (0, 1)`.
@@ -913,10 +914,15 @@ def bridge_mass_bound(mass: float, gap: float, lipschitz: float) -> float:
 
 
 def min_lipschitz(mass: float, gap: float, gap_mass: float) -> float:
-    r"""The smallest Lipschitz constant of a generator :math:`f` whose flow puts only
-    ``gap_mass`` within ``gap`` of a set of probability ``mass`` (eq. ``eq-flow-bridge``
-    solved for :math:`L`):
-    :math:`L \ge \delta / \big(\Phi^{-1}(q(A) + \varepsilon) - \Phi^{-1}(q(A))\big)`.
+    r"""The stretch that a generator :math:`f` whose flow puts only ``gap_mass`` within
+    ``gap`` of a set of probability ``mass`` must exceed (eq. ``eq-flow-bridge`` solved for
+    :math:`L`):
+    :math:`L_\varepsilon = \delta / \big(\Phi^{-1}(q(A) + \varepsilon) - \Phi^{-1}(q(A))\big)`.
+
+    The certificate is local (:prf:ref:`thm-flow-bridge`): for every :math:`L < L_\varepsilon`,
+    :math:`f` stretches by more than :math:`L` somewhere on the latent ring within
+    :math:`\delta / L` of the preimage of :math:`A`, outside it; a fortiori its global
+    Lipschitz constant is at least :math:`L_\varepsilon`.
 
     Args:
         mass: :math:`q(A) \in (0, 1)`.
