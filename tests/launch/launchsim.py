@@ -194,6 +194,8 @@ def run_notebook(nb, env: Env, *, name: str = "notebook", **environ: str) -> flo
     finally:
         import nbformat
 
+        if km.has_kernel:  # nbclient leaves a kernel manager it was given running
+            km.shutdown_kernel(now=True)
         nbformat.write(nb, env.home / f"{Path(name).stem}.executed.ipynb")
     return time.perf_counter() - start
 
