@@ -1,6 +1,6 @@
 """Sphinx extension that keeps the gmbook build honest.
 
-It does four things, each on every build (``make book`` or a bare ``jupyter-book build .``):
+It does five things, each on every build (``make book`` or a bare ``jupyter-book build .``):
 
 1. **No stale outputs.** jupyter-cache keys a notebook on its code cells only, so an edit to
    the companion package would be served from old outputs. We fingerprint the files named by
@@ -19,6 +19,14 @@ It does four things, each on every build (``make book`` or a bare ``jupyter-book
    The budget is the authors' gate, not the reader's: on a reader's slower or busy laptop the
    report is a notice and the build succeeds; in strict mode (``GMBOOK_STRICT_BUDGET=1``, which
    ``.ci/run`` and ``make book STRICT=1`` set) it is a warning, hence an error under ``-W``.
+5. **The PDF says what the web page says.** sphinx-jupyterbook-latex raises
+   ``numfig_secnum_depth`` to 2 for a book in parts, so sphinx-proof and sphinx-exercise,
+   which print their numbers as text, numbered per section in the PDF ("Proposition 9.2.1")
+   and per chapter on the web ("Proposition 9.1"). Their numbers are recounted at the depth
+   of ``_config.yml`` (LaTeX's own counters, equations and figures, are per chapter either
+   way). A proof prints as a plain paragraph ("*Proof.* ... □"), not as an admonition with
+   an empty title bar, and ``book/_latex/gmbookpdf.sty`` (loaded last in the preamble)
+   fixes what the default LaTeX setup gets wrong (missing glyphs, lines that cannot break).
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.config import Config
+from sphinx.environment import BuildEnvironment
+from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
@@ -117,6 +128,102 @@ def _share_math_macros(app: Sphinx, config: Config) -> None:
     config.latex_elements = elements
 
 
+LATEX_STYLE = "book/_latex/gmbookpdf.sty"
+
+
+def _latex_style(app: Sphinx, config: Config) -> None:
+    """Ship ``gmbookpdf.sty`` and load it after every other preamble line (the ones
+    sphinx-jupyterbook-latex appends in its own ``config-inited`` handler included)."""
+    files = list(config.latex_additional_files or [])
+    if LATEX_STYLE not in files:
+        files.append(LATEX_STYLE)
+    config.latex_additional_files = files
+    elements = dict(config.latex_elements or {})
+    package = Path(LATEX_STYLE).stem
+    preamble = elements.get("preamble", "")
+    if f"\\usepackage{{{package}}}" not in preamble:
+        preamble += f"\n% gmbook's fixes of the PDF (book/_ext/gmbook_sphinx.py)\n" \
+                    f"\\usepackage{{{package}}}\n"
+    elements["preamble"] = preamble
+    config.latex_elements = elements
+
+
+def _remember_numfig_depth(app: Sphinx, config: Config) -> None:
+    # sphinx-jupyterbook-latex overwrites numfig_secnum_depth at builder-inited.
+    app.gmbook_numfig_depth = int(config.numfig_secnum_depth)  # type: ignore[attr-defined]
+
+
+def renumber(fignumbers: dict[str, dict[str, dict[str, tuple[int, ...]]]],
+             depth: int) -> dict[str, dict[str, dict[str, tuple[int, ...]]]]:
+    """Recount Sphinx's ``env.toc_fignumbers`` as if ``numfig_secnum_depth`` were ``depth``.
+
+    Each number is ``(*section_number[:d], k)``; keeping the first ``depth`` parts of the
+    section number and counting again, in document order, gives the numbers Sphinx assigns
+    with ``numfig_secnum_depth = depth``. Numbers already at that depth stay as they are.
+
+    Args:
+        fignumbers: ``docname -> figtype -> id -> number``, in document order.
+        depth: the section depth to number within (``0``: one count for the whole book).
+
+    Returns:
+        A new mapping of the same shape.
+    """
+    counters: dict[tuple[str, tuple[int, ...]], int] = {}
+    out: dict[str, dict[str, dict[str, tuple[int, ...]]]] = {}
+    for docname, types in fignumbers.items():
+        for figtype, numbers in types.items():
+            for figure_id, number in numbers.items():
+                prefix = tuple(number[:-1])[:depth]
+                key = (figtype, prefix)
+                counters[key] = counters.get(key, 0) + 1
+                out.setdefault(docname, {}).setdefault(figtype, {})[figure_id] = (
+                    *prefix, counters[key])
+    return out
+
+
+def _number_like_html(app: Sphinx, env: BuildEnvironment) -> list[str]:
+    depth = getattr(app, "gmbook_numfig_depth", None)
+    if depth is None or depth == env.config.numfig_secnum_depth:
+        return []
+    old = env.toc_fignumbers
+    env.toc_fignumbers = renumber(old, depth)
+    return [doc for doc in env.toc_fignumbers if env.toc_fignumbers[doc] != old.get(doc)]
+
+
+class LatexProofs(SphinxPostTransform):
+    """In LaTeX, a sphinx-proof ``proof`` is an admonition without a title, which the LaTeX
+    writer prints as an empty coloured title bar over the proof. Print it as a plain block
+    (environment ``sphinxclassgmbookproof`` of ``gmbookpdf.sty``) that starts with an
+    italic *Proof.* and ends with a square."""
+
+    default_priority = 200
+    formats = ("latex",)
+
+    def run(self, **kwargs: Any) -> None:
+        try:
+            from sphinx_proof.nodes import proof_node
+        except ImportError:  # pragma: no cover - sphinx-proof is a book dependency
+            return
+        for proof in list(self.document.findall(proof_node)):
+            for admonition in [c for c in proof.children if isinstance(c, nodes.admonition)]:
+                block = nodes.container(classes=["gmbookproof"])
+                block.extend(admonition.children)
+                _italic_lead(block, "Proof.")
+                admonition.replace_self(block)
+
+
+def _italic_lead(block: nodes.Element, word: str) -> None:
+    """Turn a leading ``"Proof. "`` of the block's first paragraph into emphasis."""
+    para = next(iter(block.findall(nodes.paragraph)), None)
+    if para is None or not para.children or not isinstance(para[0], nodes.Text):
+        return
+    text = str(para[0])
+    if text.startswith(word):
+        rest = text[len(word):].lstrip()
+        para.replace(para[0], nodes.Text(" " + rest) if rest else nodes.Text(" "))
+        para.insert(0, nodes.emphasis(word, word))
+
+
 def _report_execution(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None:
         return
@@ -172,5 +279,11 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("gmbook_time_budget", 90.0, "", float)
     app.connect("config-inited", _pin_cache_to_fingerprint, priority=900)
     app.connect("config-inited", _share_math_macros)
+    # After sphinx-jupyterbook-latex's config-inited (priority 500) appends its preamble.
+    app.connect("config-inited", _latex_style, priority=950)
+    app.connect("config-inited", _remember_numfig_depth)
+    # After Sphinx's toctree collector numbers figures and theorems (priority 500).
+    app.connect("env-get-updated", _number_like_html, priority=900)
+    app.add_post_transform(LatexProofs)
     app.connect("build-finished", _report_execution)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
