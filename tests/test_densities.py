@@ -851,7 +851,7 @@ def test_dequantization_bound_is_strict_for_a_smooth_model():
     bin; the exact dequantized one uses E[(x + Delta v)^2] = x^2 + Delta^2 / 12. The Monte
     Carlo bpd of dequantize + nll + bits_per_dim matches the latter within 4 s.e. (a wrong sign
     or factor of D ln Delta moves it by a bit or more) and exceeds the discrete bpd by more
-    than 20 s.e. (the inequality's direction; the gap is about 0.1 bits)."""
+    than 20 s.e. (the inequality's direction; the gap is about a quarter of a bit)."""
     sigma, delta, d = 0.4, 0.5, 2
     levels = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], dtype=F64)
     x = levels[torch.randint(0, 5, (200_000, d), generator=gen(7))]  # (N, 2)

@@ -76,6 +76,8 @@ Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
                           ``n_steps`` leapfrog steps (half kick, drift, half kick)
 ``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation of one
                           chain at the lags ``0, ..., T-1``
+``gibbs_sweep_2d``        ``fn(x, rho, noise) -> x``, one systematic-scan Gibbs sweep
+                          for the bivariate Gaussian with correlation ``rho``
 ========================  ==========================================================
 
 Checkers of the chapter *Energy-based models*:
