@@ -1039,6 +1039,9 @@ def test_sampling_checker_references_are_the_package_functions():
     y = torch.randn(20, generator=g)
     assert ex._autocorrelation(y).dtype == torch.float32
     torch.testing.assert_close(ex._autocorrelation(y), autocorrelation(y).float())
+    x, z = torch.randn(2, 5, 2, generator=g, dtype=F64)
+    prec = torch.linalg.inv(torch.tensor([[1.0, 0.3], [0.3, 1.0]], dtype=F64))
+    torch.testing.assert_close(ex._gibbs_sweep_2d(x, 0.3, z), gibbs_sweep_gaussian(x, prec, z))
 
 
 def _mh_metropolis(target, proposal):

@@ -392,7 +392,8 @@ register(
 def _gibbs_sweep_2d(x: Tensor, rho: float, noise: Tensor) -> Tensor:
     r"""Reference: one systematic-scan Gibbs sweep (first coordinate, then second) for the
     bivariate Gaussian with unit variances and correlation ``rho``, from states ``x``
-    ``(C, 2)`` with standard normal ``noise`` ``(C, 2)`` (:func:`gmbook.mcmc.gibbs_sweep_gaussian`)."""
+    ``(C, 2)`` with standard normal ``noise`` ``(C, 2)``
+    (:func:`gmbook.mcmc.gibbs_sweep_gaussian`)."""
     cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
     return mcmc.gibbs_sweep_gaussian(x, torch.linalg.inv(cov), noise)
 
