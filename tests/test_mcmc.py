@@ -34,6 +34,8 @@ from gmbook.mcmc import (
     TemperingResult,
     autocorrelation,
     ess,
+    gibbs_gaussian,
+    gibbs_sweep_gaussian,
     hamiltonian,
     hmc,
     inverse_cdf_sample,
@@ -802,7 +804,55 @@ X0 = torch.zeros(3, 2, dtype=F64)
 LONG = torch.randn(10, 2, dtype=F64)
 Q2 = torch.full((2, 2), 0.5, dtype=F64)
 
+# --------------------------------------------------------------------------- Gibbs
+
+
+def test_gibbs_sweep_leaves_a_gaussian_invariant():
+    """[thm-samp-gibbs, eq-samp-gibbs-gaussian] One systematic-scan sweep from exact draws of
+    N(mu, Sigma) in D = 3 (strong correlations) gives draws of N(mu, Sigma) again: sample mean
+    and covariance within 5 standard errors. Updating every coordinate from the old state (a
+    Jacobi sweep) would fail (its covariance is off by far more)."""
+    g = gen(40)
+    a = torch.randn(3, 3, generator=g, dtype=F64)
+    cov = a @ a.T + 0.1 * torch.eye(3, dtype=F64)
+    mu = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    n = 200_000
+    x = mu + torch.randn(n, 3, generator=g, dtype=F64) @ torch.linalg.cholesky(cov).T
+    y = gibbs_sweep_gaussian(x, torch.linalg.inv(cov), torch.randn(n, 3, generator=g,
+                                                                  dtype=F64), mu)
+    sd = cov.diagonal().sqrt()
+    assert ((y.mean(0) - mu).abs() < 5 * sd / math.sqrt(n)).all()
+    emp = torch.cov(y.T)
+    # se of a covariance entry: sqrt((S_ii S_jj + S_ij^2) / n)
+    se = ((cov.diagonal()[:, None] * cov.diagonal()[None, :] + cov**2) / n).sqrt()
+    assert ((emp - cov).abs() < 5 * se).all()
+
+
+def test_gibbs_on_a_bivariate_gaussian_is_an_ar1_chain_with_coefficient_rho_squared():
+    """[eq-samp-gibbs-tau] For unit variances and correlation rho, x1 after each sweep is an
+    AR(1) chain with coefficient rho^2: lag-1 autocorrelation rho^2 (not rho) within 5 s.e.,
+    and the ESS per sweep is (1 - rho^2) / (1 + rho^2) within 10 %."""
+    rho = 0.8
+    cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=F64)
+    x0 = torch.randn(2000, 2, generator=gen(41), dtype=F64) @ torch.linalg.cholesky(cov).T
+    out = gibbs_gaussian(torch.linalg.inv(cov), x0, 200, generator=gen(42))
+    assert out.samples.shape == (200, 2000, 2) and bool((out.acceptance == 1).all())
+    assert out.grad_evals == 0 and out.log_prob_evals == 0
+    x1 = out.samples[:, :, 0]
+    lag1 = float((x1[1:] * x1[:-1]).mean() / x1.square().mean())
+    assert abs(lag1 - rho**2) < 5 * (1 - rho**4) / math.sqrt(x1.numel())
+    per_sweep = float(ess(x1)) / x1.numel()
+    assert per_sweep == pytest.approx((1 - rho**2) / (1 + rho**2), rel=0.1)
+
+
 BAD = [
+    # Gibbs: shapes of the precision and the noise, number of sweeps
+    (lambda: gibbs_sweep_gaussian(torch.zeros(3, 2), torch.eye(3), torch.zeros(3, 2)),
+     ValueError, "precision must be a"),
+    (lambda: gibbs_sweep_gaussian(torch.zeros(3, 2), torch.eye(2), torch.zeros(2, 2)),
+     ValueError, "noise must be a tensor"),
+    (lambda: gibbs_gaussian(torch.eye(2), torch.zeros(3, 2), 0), ValueError,
+     "steps must be a positive int"),
     # samplers: states, callables, chain arguments
     (lambda: random_walk_mh(_lp, [[0.0, 0.0]], 5, 0.5), TypeError, "x0 must be a Tensor"),
     (lambda: random_walk_mh(_lp, torch.zeros(3), 5, 0.5), ValueError, r"shape \(C, D\)"),
@@ -942,9 +992,17 @@ def reader_autocorrelation(x):
     return gamma / gamma[0]
 
 
-CHECKERS = ["mh_transition_matrix", "leapfrog", "autocorrelation"]
+def reader_gibbs_sweep_2d(x, rho, noise):
+    s = math.sqrt(1 - rho**2)
+    x1 = rho * x[:, 1] + s * noise[:, 0]
+    x2 = rho * x1 + s * noise[:, 1]
+    return torch.stack([x1, x2], dim=1)
+
+
+CHECKERS = ["mh_transition_matrix", "leapfrog", "autocorrelation", "gibbs_sweep_2d"]
 READERS = {"mh_transition_matrix": reader_mh_transition_matrix,
-           "leapfrog": reader_leapfrog, "autocorrelation": reader_autocorrelation}
+           "leapfrog": reader_leapfrog, "autocorrelation": reader_autocorrelation,
+           "gibbs_sweep_2d": reader_gibbs_sweep_2d}
 
 
 def test_sampling_checkers_are_registered():
@@ -981,6 +1039,9 @@ def test_sampling_checker_references_are_the_package_functions():
     y = torch.randn(20, generator=g)
     assert ex._autocorrelation(y).dtype == torch.float32
     torch.testing.assert_close(ex._autocorrelation(y), autocorrelation(y).float())
+    x, z = torch.randn(2, 5, 2, generator=g, dtype=F64)
+    prec = torch.linalg.inv(torch.tensor([[1.0, 0.3], [0.3, 1.0]], dtype=F64))
+    torch.testing.assert_close(ex._gibbs_sweep_2d(x, 0.3, z), gibbs_sweep_gaussian(x, prec, z))
 
 
 def _mh_metropolis(target, proposal):
@@ -1087,6 +1148,10 @@ WRONG = [
     ("autocorrelation", _acf_autocovariance, "rho is wrong", "You returned the autocovariances"),
     ("autocorrelation", _acf_torch_var, "rho is wrong", "not by x.var()"),
     ("autocorrelation", _acf_full, "rho has shape", "mode='full'"),
+    ("gibbs_sweep_2d", ex._gibbs_jacobi, "x is wrong", "given the NEW first one"),
+    ("gibbs_sweep_2d", ex._gibbs_var_one_minus_rho, "x is wrong", "not 1 - rho."),
+    ("gibbs_sweep_2d", ex._gibbs_variance_as_std, "x is wrong", "not by the variance"),
+    ("gibbs_sweep_2d", ex._gibbs_no_shrink, "x is wrong", "not 1: multiply it"),
 ]
 
 

@@ -10,8 +10,10 @@ Derived in ``book/foundations/sampling.md``:
   Metropolis (:func:`random_walk_mh`), the unadjusted Langevin algorithm (:func:`ula`,
   eq. ``eq-samp-ula``), its Metropolis-adjusted version (:func:`mala`, eq.
   ``eq-samp-mala``), the leapfrog integrator (:func:`leapfrog`, eq. ``eq-samp-leapfrog``)
-  and Hamiltonian Monte Carlo (:func:`hmc`, :prf:ref:`prop-samp-leapfrog`), and parallel
-  tempering (:func:`parallel_tempering`, eq. ``eq-samp-swap``);
+  and Hamiltonian Monte Carlo (:func:`hmc`, :prf:ref:`prop-samp-leapfrog`), Gibbs
+  sampling of a Gaussian (:func:`gibbs_sweep_gaussian`, :func:`gibbs_gaussian`,
+  :prf:ref:`thm-samp-gibbs`), and parallel tempering (:func:`parallel_tempering`, eq.
+  ``eq-samp-swap``);
 - **diagnostics**: autocorrelation (:func:`autocorrelation`), the multi-chain effective
   sample size (:func:`ess`, eq. ``eq-samp-ess``) and split-:math:`\hat R`
   (:func:`rhat`, eq. ``eq-samp-rhat``).
@@ -49,6 +51,8 @@ __all__ = [
     "TemperingResult",
     "autocorrelation",
     "ess",
+    "gibbs_gaussian",
+    "gibbs_sweep_gaussian",
     "hamiltonian",
     "hmc",
     "inverse_cdf_sample",
@@ -653,6 +657,94 @@ def hmc(
 
     samples, acc = _run(step, steps, burn_in, thin)
     return Chains(samples, acc, steps * n_leapfrog + 1, steps * n_leapfrog + 1)
+
+
+def gibbs_sweep_gaussian(x: Tensor, precision: Tensor, noise: Tensor,
+                         mean: Tensor | None = None) -> Tensor:
+    r"""One systematic-scan Gibbs sweep for :math:`\mathcal N(\mu, \Lambda^{-1})`, given its noise.
+
+    Coordinates :math:`i = 1, \dots, D` are updated in turn, each from its full conditional
+    (eq. ``eq-samp-gibbs-gaussian``) given the *current* values of the others (the ones
+    already updated in this sweep included):
+
+    .. math::
+
+        x_i \leftarrow \mu_i - \frac{1}{\Lambda_{ii}} \sum_{j \ne i} \Lambda_{ij}
+        (x_j - \mu_j) + \frac{\xi_i}{\sqrt{\Lambda_{ii}}}, \qquad \xi_i = \text{noise}_i.
+
+    Deterministic given ``noise``, so that it can be checked exactly;
+    :func:`gibbs_gaussian` draws the noise.
+
+    Args:
+        x: current states ``(C, D)``.
+        precision: :math:`\Lambda`, symmetric positive definite ``(D, D)``.
+        noise: standard normal draws ``(C, D)``, one per coordinate update.
+        mean: :math:`\mu` ``(D,)``; zero if ``None``.
+
+    Returns:
+        The states after the sweep ``(C, D)``.
+    """
+    x = _check_states(x, "x")
+    if not isinstance(precision, Tensor) or precision.shape != (x.shape[1], x.shape[1]):
+        raise ValueError(f"precision must be a ({x.shape[1]}, {x.shape[1]}) tensor, got "
+                         f"{describe(precision)}")
+    if not isinstance(noise, Tensor) or noise.shape != x.shape:
+        raise ValueError(f"noise must be a tensor of the shape of x {tuple(x.shape)}, got "
+                         f"{describe(noise)}")
+    diag = torch.diagonal(precision)
+    if not bool((diag > 0).all()):
+        raise ValueError("precision must have a positive diagonal (positive definite)")
+    lam = precision.to(x.dtype)
+    mu = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) if mean is None \
+        else mean.to(x.dtype)
+    z = x - mu  # (C, D), centred
+    for i in range(x.shape[1]):
+        rest = z @ lam[:, i] - z[:, i] * lam[i, i]  # sum over j != i of Lambda_ij z_j
+        z = z.clone()
+        z[:, i] = -rest / lam[i, i] + noise[:, i].to(x.dtype) / lam[i, i].sqrt()
+    return z + mu
+
+
+def gibbs_gaussian(
+    precision: Tensor,
+    x0: Tensor,
+    steps: int,
+    *,
+    mean: Tensor | None = None,
+    burn_in: int = 0,
+    thin: int = 1,
+    generator: torch.Generator | None = None,
+) -> Chains:
+    r"""Systematic-scan Gibbs sampling of :math:`\mathcal N(\mu, \Lambda^{-1})`
+    (:prf:ref:`thm-samp-gibbs`): ``steps`` sweeps of :func:`gibbs_sweep_gaussian`.
+
+    Every update is accepted (``acceptance`` is all ones) and no gradient is needed; a sweep
+    costs one conditional draw per coordinate.
+
+    Args:
+        precision: :math:`\Lambda`, symmetric positive definite ``(D, D)``.
+        x0: initial states ``(C, D)``.
+        steps: number of sweeps.
+        mean: :math:`\mu` ``(D,)``; zero if ``None``.
+        burn_in: sweeps discarded at the start.
+        thin: keep every ``thin``-th state after the burn-in.
+        generator: source of randomness.
+
+    Returns:
+        :class:`Chains` with ``samples`` ``(T, C, D)``, ``grad_evals = 0`` and
+        ``log_prob_evals = 0``.
+    """
+    x = _check_states(x0)
+    check_generator(generator)
+    steps, _, burn_in, thin = _check_chain_args(steps, 1.0, burn_in, thin)
+
+    def step() -> tuple[Tensor, Tensor]:
+        nonlocal x
+        x = gibbs_sweep_gaussian(x, precision, _noise(x, generator), mean)
+        return x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
+    samples, acc = _run(step, steps, burn_in, thin)
+    return Chains(samples, acc, 0, 0)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,11 @@ Checkers of the chapter *Sampling and Markov chain Monte Carlo*:
 ``autocorrelation``       ``fn(x) -> rho``, the biased sample autocorrelation rho_0,
                           ..., rho_{T-1} of one chain ``x`` ``(T,)``, in the dtype of
                           ``x`` (:func:`gmbook.mcmc.autocorrelation`)
+``gibbs_sweep_2d``        ``fn(x, rho, noise) -> x``, one systematic-scan Gibbs sweep
+                          (first coordinate, then second) for the bivariate Gaussian
+                          with unit variances and correlation ``rho``, from states ``x``
+                          ``(C, 2)`` with standard normal ``noise`` ``(C, 2)``
+                          (:func:`gmbook.mcmc.gibbs_sweep_gaussian`)
 ``leapfrog``              ``fn(grad_log_prob, x, p, step_size, n_steps) -> (x, p)``,
                           ``n_steps`` leapfrog steps of size ``step_size`` from ``(x,
                           p)``, each ``(C, D)`` (:func:`gmbook.mcmc.leapfrog`)

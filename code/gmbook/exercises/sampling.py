@@ -384,3 +384,92 @@ register(
         ],
     )
 )
+
+
+# -- gibbs_sweep_2d --------------------------------------------------------------------
+
+
+def _gibbs_sweep_2d(x: Tensor, rho: float, noise: Tensor) -> Tensor:
+    r"""Reference: one systematic-scan Gibbs sweep (first coordinate, then second) for the
+    bivariate Gaussian with unit variances and correlation ``rho``, from states ``x``
+    ``(C, 2)`` with standard normal ``noise`` ``(C, 2)``
+    (:func:`gmbook.mcmc.gibbs_sweep_gaussian`)."""
+    cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
+    return mcmc.gibbs_sweep_gaussian(x, torch.linalg.inv(cov), noise)
+
+
+def _gibbs_cases(generator: torch.Generator) -> list[Case]:
+    f64 = torch.float64
+    cases = []
+    for k in range(6):
+        dtype = DTYPES[k % 2]
+        c = randint(generator, 1, 6)
+        rho = round(_uniform(generator, -0.95, 0.95), 2)
+        x = 2 * torch.randn(c, 2, generator=generator, dtype=f64)
+        z = torch.randn(c, 2, generator=generator, dtype=f64)
+        cases.append(Case(f"C={c}, rho={rho}, {fmt_dtype(dtype)}",
+                          (x.to(dtype), rho, z.to(dtype))))
+    x = torch.randn(4, 2, generator=generator, dtype=f64)
+    z = torch.randn(4, 2, generator=generator, dtype=f64)
+    cases += [
+        Case("rho=0 (independent coordinates), C=4, float64", (x, 0.0, z), edge=True),
+        Case("strong negative correlation rho=-0.99, C=4, float64", (x, -0.99, z), edge=True),
+        Case("zero noise (the sweep is then a deterministic map), rho=0.6, float64",
+             (x, 0.6, torch.zeros_like(z)), edge=True),
+    ]
+    return cases
+
+
+def _gibbs_jacobi(x: Tensor, rho: float, noise: Tensor) -> Tensor:
+    s = (1 - rho**2) ** 0.5
+    return torch.stack([rho * x[:, 1] + s * noise[:, 0], rho * x[:, 0] + s * noise[:, 1]], 1)
+
+
+def _gibbs_var_one_minus_rho(x: Tensor, rho: float, noise: Tensor) -> Tensor:
+    s = abs(1 - rho) ** 0.5
+    x1 = rho * x[:, 1] + s * noise[:, 0]
+    return torch.stack([x1, rho * x1 + s * noise[:, 1]], 1)
+
+
+def _gibbs_variance_as_std(x: Tensor, rho: float, noise: Tensor) -> Tensor:
+    s = 1 - rho**2
+    x1 = rho * x[:, 1] + s * noise[:, 0]
+    return torch.stack([x1, rho * x1 + s * noise[:, 1]], 1)
+
+
+def _gibbs_no_shrink(x: Tensor, rho: float, noise: Tensor) -> Tensor:
+    x1 = rho * x[:, 1] + noise[:, 0]
+    return torch.stack([x1, rho * x1 + noise[:, 1]], 1)
+
+
+register(
+    Checker(
+        name="gibbs_sweep_2d",
+        reference=_gibbs_sweep_2d,
+        generate=_gibbs_cases,
+        outputs=("x",),
+        hints=[
+            Hint(
+                "Update the second coordinate given the NEW first one: x1 = rho x2 + s z1, "
+                "then x2 = rho x1 + s z2 with that x1. Updating both from the old state is "
+                "not Gibbs and does not leave the target invariant.",
+                wrong=_gibbs_jacobi,
+            ),
+            Hint(
+                "The conditional variance is 1 - rho^2 (the variance left after regressing "
+                "on the other coordinate), not 1 - rho.",
+                wrong=_gibbs_var_one_minus_rho,
+            ),
+            Hint(
+                "Scale the noise by the conditional standard deviation sqrt(1 - rho^2), "
+                "not by the variance 1 - rho^2.",
+                wrong=_gibbs_variance_as_std,
+            ),
+            Hint(
+                "The noise has the conditional variance 1 - rho^2, not 1: multiply it by "
+                "sqrt(1 - rho^2).",
+                wrong=_gibbs_no_shrink,
+            ),
+        ],
+    )
+)
