@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from gmbook import ebm as ebm_module
-from gmbook.ebm import EBM, NEGATIVES, contrastive_loss, energy_mlp, langevin
+from gmbook.ebm import (EBM, NCE, NEGATIVES, ais, contrastive_loss, energy_mlp, langevin,
+                        nce_loss)
 from gmbook.exercises import check, get_checker
 from gmbook.exercises import ebm as ex
 from gmbook.mcmc import ula
@@ -202,6 +203,136 @@ def test_training_reduces_the_contrastive_loss_towards_the_data():
         assert model.energy(data).mean() < model.energy(noise).mean() - 0.5
 
 
+def test_pcd_counts_the_steps_of_its_chains():
+    """The buffer records the Langevin steps each state has run since it was last started
+    from noise: k per visit, reset to k at a restart; without restarts every visited state
+    has run a multiple of k steps."""
+    torch.manual_seed(0)
+    model = EBM(energy_mlp(hidden=8, depth=1), k=3, step_size=1e-3, buffer_size=16,
+                reinit=0.0, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(64, 2)
+    for _ in range(5):
+        model.sample_negatives(x)
+    steps = model.buffer_steps
+    assert steps.sum().item() > 0 and bool((steps % 3 == 0).all())
+    assert steps.max().item() <= 5 * 3
+    model.reinit = 1.0                      # every chain restarts: one visit each
+    model.sample_negatives(x)
+    assert set(model.buffer_steps.unique().tolist()) <= {3} | set(steps.unique().tolist())
+
+
+class _Quadratic(nn.Module):
+    """E(x) = sum_j (x_j - mu_j)^2 / (2 sigma_j^2): a Gaussian family for NCE."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(2, dtype=F64))
+        self.log_sigma = nn.Parameter(torch.zeros(2, dtype=F64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.5 * ((x - self.mu) / self.log_sigma.exp()) ** 2).sum(1)
+
+
+@pytest.mark.parametrize("nu", [1.0, 4.0])
+def test_nce_recovers_a_gaussian_and_its_log_normalizer(nu):
+    """[thm-ebm-nce] NCE [eq-ebm-nce] on Gaussian data with a Gaussian family recovers the
+    mean, the scales and, through the learned constant c, log Z = log(2 pi sigma_1 sigma_2)
+    of the unnormalised model exp(-E) (here E has no normaliser; a missing log nu would
+    shift c by log 4 for nu = 4)."""
+    from gmbook.train import fit
+
+    mu, sigma = torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([0.7, 1.5], dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return mu + sigma * torch.randn(n, 2, generator=gen, dtype=F64)
+
+    model = NCE(EBM(_Quadratic(), buffer_size=1), noise_std=2.5, nu=nu,
+                generator=torch.Generator().manual_seed(1)).double()
+    fit(model, data, steps=1500, batch_size=1024, lr=0.05, schedule="cosine", seed=2,
+        progress=False)
+    net = model.ebm.net
+    torch.testing.assert_close(net.mu.detach(), mu, atol=0.05, rtol=0)
+    torch.testing.assert_close(net.log_sigma.exp().detach(), sigma, atol=0.05, rtol=0)
+    log_z = math.log(2 * math.pi) + sigma.log().sum().item()
+    assert abs(model.log_z.item() - log_z) < 0.05
+
+
+def test_nce_loss_is_minimised_by_the_normalised_truth():
+    """[thm-ebm-nce] With the model fixed to the true log-density up to a constant c, the
+    NCE loss [eq-ebm-nce] on a large sample is smallest at c = log Z: the objective
+    normalises the model."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, 2, generator=gen, dtype=F64)
+    y = 2.0 * torch.randn(400_000, 2, generator=gen, dtype=F64)
+    log_q = torch.distributions.Normal(torch.zeros((), dtype=F64), 2.0)
+
+    def noise_lp(u):
+        return log_q.log_prob(u).sum(1)
+
+    log_z = math.log(2 * math.pi)
+    cs = [log_z - 0.3, log_z - 0.1, log_z, log_z + 0.1, log_z + 0.3]
+    losses = [nce_loss(lambda u, c=c: -0.5 * (u**2).sum(1) - c, x, y, noise_lp).item()
+              for c in cs]
+    assert min(range(5), key=losses.__getitem__) == 2
+    assert losses[0] > losses[2] + 1e-3 and losses[4] > losses[2] + 1e-3
+
+
+@pytest.mark.parametrize("temperatures", [1, 5])
+def test_ais_is_unbiased_for_a_gaussian_normalizer(temperatures):
+    """[prop-ebm-ais] The AIS weights [eq-ebm-ais] average to Z = 2 pi / sqrt(det A) of
+    f(x) = exp(-(x - m)^T A (x - m) / 2) from p0 = N(0, 3^2 I), with one temperature (plain
+    importance sampling) and with five; the mean of log w is below log Z (Jensen)."""
+    a = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=F64)
+    m = torch.tensor([1.0, -0.5], dtype=F64)
+
+    def log_f(x):
+        d = x - m
+        return -0.5 * ((d @ a) * d).sum(1)
+
+    s0 = 3.0
+    def log_p0(x):
+        return (-0.5 * (x**2).sum(1) / s0**2 - 2 * math.log(s0) - math.log(2 * math.pi))
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = s0 * torch.randn(20_000, 2, generator=gen, dtype=F64)
+    betas = torch.linspace(0, 1, temperatures + 1)
+    out = ais(log_f, x0, log_p0, betas, 0.1, generator=gen)
+    z = 2 * math.pi / math.sqrt(torch.linalg.det(a).item())
+    w = out.log_weights.exp()
+    se = w.std().item() / math.sqrt(w.numel())
+    assert abs(w.mean().item() - z) < 4 * se and se < 0.05 * z
+    assert abs(out.log_z - math.log(z)) < 4 * out.log_z_se
+    lw = out.log_weights
+    assert lw.mean().item() < math.log(z) - 4 * lw.std().item() / math.sqrt(lw.numel())
+    assert out.samples.shape == (20_000, 2) and 0 < out.acceptance <= 1
+
+
+def test_ais_samples_the_target_with_many_temperatures():
+    """[eq-ebm-ais] With many temperatures the weights are far more even than those of plain
+    importance sampling from the same draws, log Z is accurate, and the final states are
+    distributed as the target N(m, A^-1)."""
+    a = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=F64)
+    m = torch.tensor([1.0, -0.5], dtype=F64)
+
+    def log_f(x):
+        d = x - m
+        return -0.5 * ((d @ a) * d).sum(1)
+
+    def log_p0(x):
+        return -0.5 * (x**2).sum(1) / 4 - 2 * math.log(2.0) - math.log(2 * math.pi)
+
+    gen = torch.Generator().manual_seed(1)
+    x0 = 2 * torch.randn(4000, 2, generator=gen, dtype=F64)
+    out = ais(log_f, x0, log_p0, torch.linspace(0, 1, 101), 0.2, mcmc_steps=2, generator=gen)
+    plain = ais(log_f, x0, log_p0, [0.0, 1.0], 0.2, generator=gen)
+    assert out.log_weights.std().item() < 0.5 * plain.log_weights.std().item()
+    z = 2 * math.pi / math.sqrt(torch.linalg.det(a).item())
+    assert abs(out.log_z - math.log(z)) < 0.03
+    torch.testing.assert_close(out.samples.mean(0), m, atol=0.05, rtol=0)
+    torch.testing.assert_close(torch.cov(out.samples.T), torch.linalg.inv(a), atol=0.05, rtol=0)
+
+
 @pytest.mark.parametrize(
     "call,exc,match",
     [
@@ -223,6 +354,16 @@ def test_training_reduces_the_contrastive_loss_towards_the_data():
          ValueError, "same dimension"),
         (lambda: contrastive_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(2, 2),
                                   reg=-1.0), ValueError, "reg must be >= 0"),
+        (lambda: NCE(energy_mlp()), TypeError, "ebm must be an EBM"),
+        (lambda: NCE(EBM(energy_mlp()), nu=0.0), ValueError, "nu must be > 0"),
+        (lambda: nce_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(3, 3),
+                          lambda x: x.sum(1)), ValueError, "same dimension"),
+        (lambda: nce_loss(lambda x: x, torch.zeros(2, 2), torch.zeros(3, 2),
+                          lambda x: x.sum(1)), ValueError, r"map \(B, D\) to \(B,\)"),
+        (lambda: ais(lambda x: x.sum(1), torch.zeros(4, 2), lambda x: x.sum(1), [0.0, 0.5],
+                     0.1), ValueError, "betas must increase strictly from 0 to 1"),
+        (lambda: ais(lambda x: x.sum(1), torch.zeros(4, 2), lambda x: x.sum(1), [0.0, 1.0],
+                     0.0), ValueError, "step_size must be > 0"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, exc, match):
@@ -233,8 +374,9 @@ def test_bad_arguments_raise_clear_errors(call, exc, match):
 
 def test_module_exports():
     """``__all__`` lists the public names."""
-    assert set(ebm_module.__all__) == {"EBM", "NEGATIVES", "contrastive_loss", "energy_mlp",
-                                       "langevin"}
+    assert set(ebm_module.__all__) == {"AISResult", "EBM", "NCE", "NEGATIVES", "ais",
+                                       "contrastive_loss", "energy_mlp", "langevin",
+                                       "nce_loss"}
 
 
 # --------------------------------------------------------------------------- checkers

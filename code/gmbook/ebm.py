@@ -13,7 +13,14 @@ itself, drawn here by Langevin dynamics (eq. ``eq-ebm-langevin``):
   (:class:`gmbook.problem.GridDensity`);
 - :func:`langevin`: Langevin dynamics on an energy, with a noise scale (eq.
   ``eq-ebm-langevin``);
-- :func:`contrastive_loss`: the surrogate whose gradient is eq. ``eq-ebm-grad``.
+- :func:`contrastive_loss`: the surrogate whose gradient is eq. ``eq-ebm-grad``;
+- :func:`nce_loss` and :class:`NCE`: noise-contrastive estimation
+  :cite:p:`gutmann2010noise`, logistic regression of data against a known noise density,
+  which learns the energy and :math:`\log Z_\theta` without sampling the model (eq.
+  ``eq-ebm-nce``, :prf:ref:`thm-ebm-nce`);
+- :func:`ais`: annealed importance sampling :cite:p:`neal2001annealed`, an unbiased
+  estimate of :math:`Z_\theta` from MALA transitions (:func:`gmbook.mcmc.mala`) along a
+  geometric path (eq. ``eq-ebm-ais``, :prf:ref:`prop-ebm-ais`).
 
 Example:
     >>> ebm = EBM(MLP(2, 1, hidden=32, depth=2), negatives="short-run", k=5)
@@ -25,17 +32,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
                             describe)
-from gmbook.mcmc import log_prob_and_grad
+from gmbook.mcmc import log_prob_and_grad, mala
 from gmbook.nets import MLP
 from gmbook.problem import GridDensity
 
-__all__ = ["EBM", "NEGATIVES", "contrastive_loss", "energy_mlp", "langevin"]
+__all__ = ["AISResult", "EBM", "NCE", "NEGATIVES", "ais", "contrastive_loss", "energy_mlp",
+           "langevin", "nce_loss"]
 
 #: The ways :class:`EBM` can draw its negative samples.
 NEGATIVES = ("cd", "pcd", "short-run")
@@ -173,7 +182,11 @@ class EBM(nn.Module):
       divergence with a buffer :cite:p:`du2019implicit`);
     - ``"short-run"``: at fresh uniform noise every step (short-run MCMC).
 
-    The negatives' chains run ``k`` steps of size ``step_size`` with noise scale ``noise``.
+    The negatives' chains run ``k`` steps of size ``step_size`` with noise scale ``noise``
+    per training step. For ``"pcd"`` a negative is therefore the end of a chain that has run
+    ``k`` steps at each of its earlier visits too: the buffer ``buffer_steps`` counts, for
+    every state, the Langevin steps run since it was last started from noise (about
+    ``k / reinit`` on average once training has run long enough).
 
     Args:
         net: the energy network, ``(B, D) -> (B, 1)`` or ``(B,)``.
@@ -230,7 +243,9 @@ class EBM(nn.Module):
         self.base_std = None if base_std is None else check_positive("base_std", base_std)
         self.dim = check_int("dim", dim)
         self.generator = check_generator(generator)
-        self.register_buffer("buffer", self._noise(check_int("buffer_size", buffer_size)))
+        size = check_int("buffer_size", buffer_size)
+        self.register_buffer("buffer", self._noise(size))
+        self.register_buffer("buffer_steps", torch.zeros(size, dtype=torch.long))
 
     def _noise(
         self, n: int, like: Tensor | None = None, generator: torch.Generator | None = None
@@ -261,7 +276,8 @@ class EBM(nn.Module):
     def sample_negatives(self, x_pos: Tensor) -> Tensor:
         r"""Negatives for the data batch ``x_pos`` ``(B, D)``: ``(B, D)``, detached.
 
-        For ``"pcd"`` the buffer is updated in place with the new states.
+        These are the samples the model is trained against. For ``"pcd"`` the buffer (and
+        ``buffer_steps``) is updated in place with the new states.
         """
         x_pos = _check_points(x_pos, "x_pos")
         b = x_pos.shape[0]
@@ -276,9 +292,11 @@ class EBM(nn.Module):
             start = self.buffer[idx].clone()
             fresh = torch.rand(b, generator=self.generator, device=start.device) < self.reinit
             start[fresh] = self._noise(int(fresh.sum()), start)
+            ran = torch.where(fresh, 0, self.buffer_steps[idx])
         x_neg = self._chains(start.to(x_pos), self.k, self.generator)
         if self.negatives == "pcd":
             self.buffer[idx] = x_neg.to(self.buffer)
+            self.buffer_steps[idx] = ran + self.k
         return x_neg
 
     def loss(self, x: Tensor) -> Tensor:
@@ -295,10 +313,14 @@ class EBM(nn.Module):
     ) -> Tensor:
         r"""Draw ``n`` points by Langevin dynamics from uniform noise on ``init_lims``.
 
+        With the default ``steps = k`` these are the negatives of ``"short-run"`` training.
+        They are *not* what a ``"pcd"`` model was trained against (its negatives come from
+        the buffer, chains of about ``k / reinit`` steps) nor a ``"cd"`` model (its chains
+        start at the data); :meth:`sample_negatives` gives those.
+
         Args:
             n: number of points.
-            steps: chain length (default ``k``, the training chains' length: the samples the
-                model was trained against).
+            steps: chain length (default ``k``, the per-update chain length of training).
             noise: noise scale, one number or one per step (default: the model's ``noise``).
             generator: source of randomness (default: the model's own).
 
@@ -328,3 +350,201 @@ class EBM(nn.Module):
 def energy_mlp(hidden: int = 64, depth: int = 2, dim: int = 2) -> MLP:
     """A small energy network ``(B, dim) -> (B, 1)`` with SiLU activations."""
     return MLP(dim, 1, hidden=hidden, depth=depth)
+
+
+# --------------------------------------------------------------------------- NCE
+
+
+def nce_loss(
+    log_model: Callable[[Tensor], Tensor],
+    x_data: Tensor,
+    x_noise: Tensor,
+    noise_log_prob: Callable[[Tensor], Tensor],
+) -> Tensor:
+    r"""The noise-contrastive estimation loss of :cite:t:`gutmann2010noise`, eq. ``eq-ebm-nce``.
+
+    With :math:`\nu = T_n / T_d` noise points per data point, the log-odds that a point
+    :math:`u` is data rather than noise are
+    :math:`G(u) = \log p_m(u) - \log q(u) - \log\nu`, and the loss is the logistic
+    regression loss
+
+    .. math::
+
+        \mathcal J = -\frac1{T_d} \sum_t \log \sigma\big(G(x_t)\big)
+        - \frac{\nu}{T_n} \sum_s \log \sigma\big(-G(y_s)\big),
+
+    minimised over the *unnormalised* model :math:`\log p_m = -E_\theta - c`, the constant
+    :math:`c` being a parameter like the others. Its population minimiser is
+    :math:`p_m = p_{\text{data}}`, normalised (:prf:ref:`thm-ebm-nce`).
+
+    Args:
+        log_model: :math:`\log p_m`, ``(B, D) -> (B,)``, differentiable in its parameters.
+        x_data: data, shape ``(T_d, D)``.
+        x_noise: draws of the noise :math:`q`, shape ``(T_n, D)``.
+        noise_log_prob: the *normalised* :math:`\log q`, ``(B, D) -> (B,)``.
+
+    Returns:
+        The scalar loss.
+    """
+    x_data, x_noise = _check_points(x_data, "x_data"), _check_points(x_noise, "x_noise")
+    if x_data.shape[1] != x_noise.shape[1]:
+        raise ValueError(f"x_data and x_noise must have the same dimension, got "
+                         f"{x_data.shape[1]} and {x_noise.shape[1]}")
+    for name, f in (("log_model", log_model), ("noise_log_prob", noise_log_prob)):
+        if not callable(f):
+            raise TypeError(f"{name} must be a callable (B, D) -> (B,), got {describe(f)}")
+    log_nu = math.log(x_noise.shape[0] / x_data.shape[0])
+
+    def logit(u: Tensor) -> Tensor:
+        g = log_model(u) - noise_log_prob(u) - log_nu
+        if not isinstance(g, Tensor) or g.shape != u.shape[:1]:
+            raise ValueError(f"log_model and noise_log_prob must map (B, D) to (B,), got "
+                             f"{describe(g)}")
+        return g
+
+    nu = math.exp(log_nu)
+    return (-nn.functional.logsigmoid(logit(x_data)).mean()
+            - nu * nn.functional.logsigmoid(-logit(x_noise)).mean())
+
+
+class NCE(nn.Module):
+    r"""An :class:`EBM` trained by noise-contrastive estimation :cite:p:`gutmann2010noise`.
+
+    The model is :math:`\log p_m(x) = -E_\theta(x) - c` with the energy of ``ebm`` and a
+    learned scalar :math:`c` (``log_z``), which estimates :math:`\log Z_\theta`. :meth:`loss`
+    draws ``nu`` noise points per data point from the noise
+    :math:`q = \mathcal N(0, s_n^2 I)` and returns :func:`nce_loss`. No Markov chain is
+    run: sampling the model is needed only to use it, not to train it.
+
+    Args:
+        ebm: the energy model (its ``negatives`` settings are unused).
+        noise_std: :math:`s_n > 0`, the scale of the Gaussian noise.
+        nu: noise points per data point, :math:`\nu > 0`.
+        generator: randomness of the noise draws; ``None`` uses the global RNG.
+    """
+
+    def __init__(
+        self,
+        ebm: EBM,
+        *,
+        noise_std: float = 1.0,
+        nu: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(ebm, EBM):
+            raise TypeError(f"ebm must be an EBM, got {describe(ebm)}")
+        self.ebm = ebm
+        self.noise_std = check_positive("noise_std", noise_std)
+        self.nu = check_positive("nu", nu)
+        self.generator = check_generator(generator)
+        self.log_z = nn.Parameter(torch.zeros(()))
+
+    def noise_log_prob(self, x: Tensor) -> Tensor:
+        r""":math:`\log q(x)` of the noise :math:`\mathcal N(0, s_n^2 I)`, shape ``(B,)``."""
+        x = _check_points(x)
+        d, s = x.shape[1], self.noise_std
+        return -0.5 * (x**2).sum(1) / s**2 - d * math.log(s) - 0.5 * d * math.log(2 * math.pi)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        r"""The self-normalised model :math:`-E_\theta(x) - c`, shape ``(B,)``."""
+        return -self.ebm.energy(x) - self.log_z
+
+    def loss(self, x: Tensor) -> Tensor:
+        """:func:`nce_loss` of the data batch ``x`` ``(B, D)`` against ``nu * B`` fresh noise
+        draws."""
+        x = _check_points(x)
+        n_noise = max(1, round(self.nu * x.shape[0]))
+        y = self.noise_std * torch.randn(n_noise, x.shape[1], generator=self.generator,
+                                         dtype=x.dtype, device=x.device)
+        return nce_loss(self.log_prob, x, y, self.noise_log_prob)
+
+
+# --------------------------------------------------------------------------- AIS
+
+
+@dataclass
+class AISResult:
+    r"""The output of :func:`ais`.
+
+    Attributes:
+        log_weights: :math:`\log w_i` of the ``n`` runs, shape ``(n,)``; :math:`w_i` is an
+            unbiased estimate of :math:`Z / Z_0` (:prf:ref:`prop-ebm-ais`).
+        samples: the runs' final states, shape ``(n, D)`` (weighted samples of the target).
+        log_z: :math:`\log \hat Z = \log \frac1n \sum_i w_i` (:math:`\hat Z` is unbiased,
+            :math:`\log\hat Z` is biased downwards by Jensen's inequality).
+        log_z_se: its standard error by the delta method,
+            :math:`\mathrm{sd}(w) / (\sqrt n\, \bar w)`.
+        acceptance: the MALA acceptance rate averaged over runs and temperatures.
+    """
+
+    log_weights: Tensor
+    samples: Tensor
+    log_z: float
+    log_z_se: float
+    acceptance: float
+
+
+def ais(
+    log_prob: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    log_prob0: Callable[[Tensor], Tensor],
+    betas: Sequence[float] | Tensor,
+    step_size: float,
+    *,
+    mcmc_steps: int = 1,
+    generator: torch.Generator | None = None,
+) -> AISResult:
+    r"""Annealed importance sampling :cite:p:`neal2001annealed`, eq. ``eq-ebm-ais``.
+
+    Runs ``n`` chains from draws ``x0`` of a *normalised* density :math:`p_0` through the
+    geometric path :math:`f_\beta = p_0^{1-\beta} f^\beta`, :math:`0 = \beta_0 < \dots <
+    \beta_T = 1`. At each :math:`t = 1, \dots, T` the log-weight grows by
+    :math:`(\beta_t - \beta_{t-1})\,(\log f(x) - \log p_0(x))` at the current state, and
+    then ``mcmc_steps`` MALA steps (:func:`gmbook.mcmc.mala`), which leave
+    :math:`f_{\beta_t}` exactly invariant, move the state. The weights' mean is an unbiased
+    estimate of :math:`Z = \int f` (:prf:ref:`prop-ebm-ais`); ULA in place of MALA would
+    bias it.
+
+    Args:
+        log_prob: :math:`\log f`, the unnormalised target, ``(C, D) -> (C,)``.
+        x0: draws of :math:`p_0`, shape ``(n, D)``.
+        log_prob0: the normalised :math:`\log p_0`, ``(C, D) -> (C,)``.
+        betas: the schedule :math:`\beta_0 = 0 < \dots < \beta_T = 1`, at least two values.
+        step_size: the MALA step :math:`h > 0`.
+        mcmc_steps: MALA steps per temperature.
+        generator: source of randomness.
+
+    Returns:
+        :class:`AISResult`.
+    """
+    for name, f in (("log_prob", log_prob), ("log_prob0", log_prob0)):
+        if not callable(f):
+            raise TypeError(f"{name} must be a callable (C, D) -> (C,), got {describe(f)}")
+    x = _check_points(x0, "x0").detach()
+    b = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+    if b.numel() < 2 or b[0] != 0 or b[-1] != 1 or not bool((b[1:] > b[:-1]).all()):
+        raise ValueError(f"betas must increase strictly from 0 to 1 (at least two values), got "
+                         f"{describe(betas)}")
+    h = check_positive("step_size", step_size)
+    mcmc_steps = check_int("mcmc_steps", mcmc_steps)
+    generator = check_generator(generator)
+    log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    accepted = 0.0
+    for t in range(1, b.numel()):
+        beta, dbeta = float(b[t]), float(b[t] - b[t - 1])
+        with torch.no_grad():
+            log_w += dbeta * (log_prob(x) - log_prob0(x)).to(torch.float64)
+
+        def log_f(z: Tensor, beta: float = beta) -> Tensor:
+            return (1 - beta) * log_prob0(z) + beta * log_prob(z)
+
+        chains = mala(log_f, x, mcmc_steps, h, generator=generator)
+        x = chains.samples[-1]
+        accepted += float(chains.acceptance.mean())
+    lw = log_w - log_w.max()
+    w = lw.exp()
+    n = x.shape[0]
+    log_z = float(torch.logsumexp(log_w, 0)) - math.log(n)
+    se = float(w.std() / (math.sqrt(n) * w.mean())) if n > 1 else math.nan
+    return AISResult(log_w, x, log_z, se, accepted / (b.numel() - 1))
