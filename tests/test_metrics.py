@@ -29,6 +29,8 @@ from gmbook.metrics import (
     entropy_quadrature,
     frechet_distance,
     frechet_gaussians,
+    inception_score,
+    kid,
     mmd2,
     nll,
     nll_report,
@@ -240,6 +242,49 @@ def test_unbiased_mmd2_has_mean_zero_under_the_null():
     assert min(v) > 0
 
 
+def test_unbiased_mmd2_null_is_right_skewed():
+    """[thm-mmd-null] Under the null the unbiased MMD^2 is a degenerate U-statistic whose limit
+    is a weighted sum of centred chi-squares: right-skewed, so it is negative in more than half
+    of the draws (not about half, as a symmetric law would be) and its mean is still 0.
+    One wide Gaussian kernel (bandwidth 2 for unit-variance data) has one dominant eigenvalue."""
+    g = gen(40)
+    n, draws = 30, 1500
+    x = torch.randn(draws, 2 * n, 1, generator=g, dtype=torch.float64)
+    u = np.array([float(mmd2(z[:n], z[n:], bandwidths=(2.0,))) for z in x])
+    se = u.std(ddof=1) / math.sqrt(draws)
+    assert abs(u.mean()) < 3 * se  # unbiased
+    frac_negative = (u < 0).mean()
+    assert frac_negative > 0.5 + 3 * math.sqrt(0.25 / draws), frac_negative
+    skew = (((u - u.mean()) / u.std()) ** 3).mean()
+    assert skew > 5 * math.sqrt(6 / draws), skew
+
+
+def test_biased_mmd2_bias_is_the_diagonal_term_and_can_favour_a_narrow_model():
+    """[eq-mmd-v-bias] E MMD^2_b = MMD^2 + (E_p[k(X,X) - k(X,X')])/n + (E_q[k(Y,Y) - k(Y,Y')])/m.
+    For N(0, 1) against N(0, c^2) with one Gaussian kernel of bandwidth s, every term has a
+    closed form, E k(X, X') = s / sqrt(s^2 + var_X + var_X'); the Monte Carlo mean of mmd2
+    (unbiased=False) matches it, and for c slightly below 1 the model's expectation is below
+    the floor's (c = 1): under-dispersed models beat the floor in expectation."""
+    s, n, draws = 1.0, 4, 3000
+
+    def pair_mean(v1, v2):  # E exp(-(X - X')^2 / 2 s^2) for independent centred Gaussians
+        return s / math.sqrt(s**2 + v1 + v2)
+
+    def expected(c):
+        pop = pair_mean(1, 1) + pair_mean(c * c, c * c) - 2 * pair_mean(1, c * c)
+        return pop + (1 - pair_mean(1, 1)) / n + (1 - pair_mean(c * c, c * c)) / n
+
+    g = gen(41)
+    for c in (1.0, 0.5):
+        x = torch.randn(draws, n, 1, generator=g, dtype=torch.float64)
+        y = c * torch.randn(draws, n, 1, generator=g, dtype=torch.float64)
+        v = np.array([float(mmd2(a, b, bandwidths=(s,), unbiased=False)) for a, b in zip(x, y)])
+        se = v.std(ddof=1) / math.sqrt(draws)
+        assert abs(v.mean() - expected(c)) < 4 * se, (c, v.mean(), expected(c), se)
+    # the formula: a mildly under-dispersed model is below the floor in expectation
+    assert expected(0.97) < expected(1.0)
+
+
 def test_mmd2_per_bandwidth_sums_to_total_and_follows_dtype():
     """mmd2 per bandwidth is a (S,) tensor summing to the mixture value; float64 in, float64
     out; gradients flow and the autograd path gives the same value as the in-place one."""
@@ -392,6 +437,27 @@ def test_empirical_w2_between_gaussian_samples_approaches_frechet():
     assert frechet_distance(*pair(5000)) == pytest.approx(truth, rel=0.05)
 
 
+def test_w2_floor_is_at_least_the_nearest_neighbour_bound():
+    """[prop-w2-floor] Between two samples of a density bounded by M in D dimensions, W2 is at
+    least the mean distance from each y to its nearest x, and its mean is at least
+    (2 M v_D n)^(-1/D) / 2; for the uniform cube in D = 3 (M = 1) at n = 100 and 400, and the
+    floor shrinks by at most the factor 4^(-1/3) ... 4^(-1/2) the rates allow."""
+    g = gen(47)
+    v3 = 4 * math.pi / 3
+    means = {}
+    for n in (100, 400):
+        values = []
+        for _ in range(4):
+            x = torch.rand(n, 3, generator=g, dtype=torch.float64)
+            y = torch.rand(n, 3, generator=g, dtype=torch.float64)
+            w2 = wasserstein2(x, y)
+            assert w2 >= float(torch.cdist(y, x).min(1).values.mean()) - 1e-12
+            values.append(w2)
+        means[n] = np.mean(values)
+        assert means[n] >= 0.5 * (2 * v3 * n) ** (-1 / 3)
+    assert 4 ** (-1 / 2) < means[400] / means[100] < 4 ** (-1 / 3) * 1.1, means
+
+
 def test_w2_refuses_large_sets_unless_asked():
     """Exact W2 is limited to n <= 2000 unless max_n is raised."""
     x = torch.zeros(2001, 2)
@@ -400,6 +466,95 @@ def test_w2_refuses_large_sets_unless_asked():
     assert wasserstein2(x[:5], x[:3], max_n=5) == 0.0
     with pytest.raises(ValueError, match="n == m"):
         wasserstein2(x[:5], x[:3], solver="assignment")
+
+
+def test_frechet_of_identical_gaussians_is_zero_and_its_estimate_is_biased_upwards():
+    """[eq-frechet] The Frechet distance of a Gaussian to itself is 0 (non-diagonal covariance);
+    the plug-in estimate between two samples of that same Gaussian is positive on average, by
+    many standard errors, and its bias shrinks about like 1/n (n = 50 vs 200: ratio near 4)."""
+    dt = torch.float64
+    m = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, -0.3, 0.7]], dtype=dt)
+    cov, mu = m @ m.T, torch.tensor([1.0, -2.0, 0.5], dtype=dt)
+    assert frechet_gaussians(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-10)
+    g = gen(42)
+    means = {}
+    for n in (50, 200):
+        v = np.array([frechet_distance(mu + torch.randn(n, 3, generator=g, dtype=dt) @ m.T,
+                                       mu + torch.randn(n, 3, generator=g, dtype=dt) @ m.T)
+                      for _ in range(300)])
+        se = v.std(ddof=1) / math.sqrt(len(v))
+        assert v.mean() > 10 * se
+        means[n] = v.mean()
+    assert 3.0 < means[50] / means[200] < 5.0, means
+
+
+def _poly_moment_mmd2(mu: float) -> float:
+    """Population MMD^2 of the kernel (a b + 1)^3 between N(0, 1) and N(mu, 1) in 1-D, from the
+    Gaussian moments: E (1 + X X')^3 = sum_j C(3, j) (E X^j)(E X'^j) for independent X, X'."""
+    def moments(m):  # E X^j, j = 0..3, for X ~ N(m, 1)
+        return [1.0, m, 1.0 + m * m, m**3 + 3 * m]
+
+    def pair(a, b):
+        ma, mb = moments(a), moments(b)
+        return sum(math.comb(3, j) * ma[j] * mb[j] for j in range(4))
+
+    return pair(0.0, 0.0) + pair(mu, mu) - 2 * pair(0.0, mu)
+
+
+def test_kid_is_unbiased_for_the_cubic_kernel():
+    """[eq-kid] KID is the unbiased MMD^2 of the kernel (a.b/D + 1)^3: for N(0, 1) against
+    N(0.5, 1) in 1-D its population value follows from the Gaussian moments (3.578125); the
+    mean of KID over 4000 pairs of sets of 8 points matches it within 3 standard errors, while
+    the biased (V-statistic) version would be off by (E k(X,X) - E k(X,X'))/n + ... > 2."""
+    mu, n, draws = 0.5, 8, 4000
+    truth = _poly_moment_mmd2(mu)
+    assert truth == pytest.approx(3.578125)
+    g = gen(43)
+    x = torch.randn(draws, n, 1, generator=g, dtype=torch.float64)
+    y = mu + torch.randn(draws, n, 1, generator=g, dtype=torch.float64)
+    v = np.array([kid(a, b) for a, b in zip(x, y)])
+    se = v.std(ddof=1) / math.sqrt(draws)
+    assert abs(v.mean() - truth) < 3 * se, (v.mean(), truth, se)
+    assert 3 * se < 1.0  # tight enough to reject the V-statistic's bias (E(1 + X^2)^3 = 28)
+    # identical distributions: mean 0, and values of both signs
+    same = np.array([kid(a, b) for a, b in zip(x[:1000], x[1000:2000])])
+    assert abs(same.mean()) < 3 * same.std(ddof=1) / math.sqrt(len(same))
+    assert (same < 0).any() and (same > 0).any()
+
+
+def test_kid_options_and_shift():
+    """KID: gamma defaults to 1/D (scaling features by a and gamma by 1/a^2 changes nothing);
+    degree 1 with coef0 0 is the squared distance of the means minus its bias (unbiased)."""
+    g = gen(44)
+    x = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(200, 5, generator=g, dtype=torch.float64) + 0.3
+    assert kid(3 * x, 3 * y, gamma=1 / (5 * 9)) == pytest.approx(kid(x, y), rel=1e-9)
+    assert kid(x, y) > 0.05
+    lin = kid(x, y, degree=1, coef0=0.0, gamma=1.0)
+    x64, y64 = x.double(), y.double()
+    sx, sy = x64.sum(0), y64.sum(0)
+    n, m = len(x), len(y)
+    within_x = (sx @ sx - x64.square().sum()) / (n * (n - 1))
+    within_y = (sy @ sy - y64.square().sum()) / (m * (m - 1))
+    assert lin == pytest.approx(float(within_x + within_y - 2 * (sx @ sy) / (n * m)), rel=1e-9)
+
+
+def test_inception_score_closed_forms():
+    """[eq-inception-score] IS = exp(I(index; label)): K for certain, balanced predictions; 1
+    for identical predictions; exp(H(pi)) for certain predictions with class frequencies pi;
+    and always within [1, K]."""
+    k = 10
+    one_hot = torch.nn.functional.one_hot(torch.arange(1000) % k, k).double()
+    assert inception_score(one_hot) == pytest.approx(k, rel=1e-12)
+    row = torch.softmax(torch.randn(k, generator=gen(45)), 0)
+    assert inception_score(row.expand(50, k).clone()) == pytest.approx(1.0, abs=1e-12)
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    pi = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    certain = torch.nn.functional.one_hot(labels, 4).double()  # class 3 never used
+    assert inception_score(certain) == pytest.approx(math.exp(-(pi * pi.log()).sum()), rel=1e-12)
+    probs = torch.softmax(3 * torch.randn(500, k, generator=gen(46)), 1)
+    assert 1.0 < inception_score(probs) < k
+    assert inception_score(probs.float()) == pytest.approx(inception_score(probs), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- two-sample test
@@ -601,6 +756,18 @@ def test_scorecard_numbers_are_the_public_metrics():
         (lambda x: frechet_gaussians(x[0], torch.ones(2, 2).tril(), x[0], x.new_ones(2).diag()),
          ValueError),
         (lambda x: frechet_gaussians(x[0], torch.eye(3), x[0], torch.eye(2)), ValueError),
+        (lambda x: kid(x, x[:1]), ValueError),
+        (lambda x: kid(x, x, degree=0), ValueError),
+        (lambda x: kid(x, x, degree=2.5), TypeError),
+        (lambda x: kid(x, x, gamma=0.0), ValueError),
+        (lambda x: kid(x, x, coef0=-1.0), ValueError),
+        (lambda x: kid(x, x[:, :1]), ValueError),
+        (lambda x: inception_score(x.softmax(1).numpy()), TypeError),
+        (lambda x: inception_score(x), ValueError),  # logits, not probabilities
+        (lambda x: inception_score(x.abs()), ValueError),  # rows do not sum to 1
+        (lambda x: inception_score(x.softmax(1)[:, :1]), ValueError),  # K = 1
+        (lambda x: inception_score(x.softmax(1)[None]), ValueError),
+        (lambda x: inception_score(torch.ones(3, 2, dtype=torch.long)), TypeError),
         (lambda x: two_sample_test(x, x, n_permutations=0), ValueError),
         (lambda x: two_sample_test(x, x, statistic="mmd"), TypeError),
         (lambda x: nll(42, x), TypeError),

@@ -19,12 +19,16 @@ in torch on the inputs' device and dtype: :func:`mmd2` (Gretton et al., 2012),
 optimal-transport solver, POT), :func:`frechet_distance` (the FID formula of Heusel et al.,
 2017, on raw coordinates), :func:`precision_recall` (Kynkäänniemi et al., 2019),
 :func:`density_coverage` (Naeem et al., 2020) and the permutation test
-:func:`two_sample_test`. The torch metrics (:func:`mmd2`, :func:`energy_distance`,
+:func:`two_sample_test`. On features of a classifier: :func:`kid` (the Kernel Inception
+Distance of Bińkowski et al., 2018, an unbiased MMD² with a cubic kernel) and, from its
+class probabilities, :func:`inception_score` (Salimans et al., 2016).
+The torch metrics (:func:`mmd2`, :func:`energy_distance`,
 :func:`sliced_wasserstein2`) return 0-dim tensors, differentiable where the formula is; the
 solver-based and float64 ones (:func:`wasserstein2`, :func:`frechet_distance`) return
 Python floats.
 
-**Noise floors.** Every sample metric is biased upwards at finite ``n``: two independent
+**Noise floors.** Every sample metric except the unbiased U-statistics (:func:`mmd2` with
+``unbiased=True``, :func:`kid`) is biased upwards at finite ``n``: two independent
 samples of the *same* distribution are at a positive distance. :func:`scorecard` therefore
 reports each metric next to its *floor* (two true sample sets of the same size) and its
 *ceiling* (:math:`\mathcal N(0, I)` against the data), and the ratio model/floor: a ratio
@@ -63,6 +67,7 @@ from torch import Tensor
 from gmbook._checks import check_bool as _check_bool
 from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
+from gmbook._checks import check_nonnegative as _check_nonnegative
 from gmbook._checks import check_positive as _check_positive
 from gmbook._checks import describe as _describe
 
@@ -82,6 +87,8 @@ __all__ = [
     "entropy_quadrature",
     "frechet_distance",
     "frechet_gaussians",
+    "inception_score",
+    "kid",
     "mmd2",
     "nll",
     "nll_report",
@@ -726,14 +733,26 @@ def mmd2(
           - \frac{2}{nm} \sum_{i, j} k(x_i, y_j),
 
       an unbiased estimate of the population :math:`\mathrm{MMD}^2`. When the two
-      distributions are equal its mean is 0, so **individual values are negative about half
-      the time**: a small negative value means "no detectable difference".
+      distributions are equal its mean is 0 and individual values are often negative: a
+      small negative value means "no detectable difference". The null distribution is
+      **not symmetric**: the U-statistic is then *degenerate*, and for ``n = m``
+      :math:`n\,\mathrm{MMD}^2_u` converges to :math:`\sum_l \lambda_l (z_l^2 - 2)`,
+      :math:`z_l \sim \mathcal N(0, 2)` independent, :math:`\lambda_l \ge 0` the
+      eigenvalues of the centred kernel under the data distribution (Gretton et al., 2012,
+      Section 5; ``[thm-mmd-null]`` in the evaluation chapter): a weighted sum of centred
+      chi-squares, skewed to the right (third cumulant :math:`64 \sum_l \lambda_l^3 > 0`);
+      in the chapter's experiments its median is below its mean 0, so values are negative
+      *more* than half the time (with one dominant eigenvalue, about 68% of the time, the
+      probability that a chi-square with one degree of freedom is below its mean 1).
     - ``unbiased=False``: the biased V-statistic :math:`\mathrm{MMD}^2_b` of the same paper
       (all sums over all pairs, divided by :math:`n^2`, :math:`m^2`, :math:`nm`): the squared
       RKHS distance between the empirical mean embeddings, always :math:`\ge 0`, 0 for
-      identical sets, and biased upwards by about
-      :math:`(1/n + 1/m)\,\mathbb E[k(x, x) - k(x, x')]`. :func:`scorecard` uses it, so that
-      the noise floor is positive and ratios are defined.
+      identical sets, and biased upwards by exactly
+      :math:`\frac1n\,\mathbb E_p[k(x, x) - k(x, x')] + \frac1m\,\mathbb E_q[k(y, y) - k(y, y')]`
+      (``[eq-mmd-v-bias]``), which is :math:`(1/n + 1/m)\,\mathbb E[k(x, x) - k(x, x')]`
+      when :math:`p = q`. :func:`scorecard` uses it, so that the noise floor is positive
+      and ratios are defined. A model more concentrated than the data has a smaller second
+      term than the data, so it can score *below* the floor in expectation.
 
     Computed in blocks (memory stays bounded for any ``n``), differentiable in ``x`` and
     ``y``, on their device, in their dtype (at least float32).
@@ -1198,6 +1217,134 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
         return mu, zc.T @ zc / (z.shape[0] - 1)
 
     return frechet_gaussians(*fit(x), *fit(y))
+
+
+def _poly_kernel_sum(a: Tensor, b: Tensor, gamma: float, coef0: float, degree: int) -> float:
+    r"""Sum over all pairs of :math:`(\gamma\, a_i \cdot b_j + c_0)^d` in float64, by row blocks."""
+    rows = max(1, _BLOCK // max(b.shape[0], 1))
+    total = 0.0
+    for i0 in range(0, a.shape[0], rows):
+        total += float(((a[i0 : i0 + rows] @ b.T) * gamma + coef0).pow(degree).sum())
+    return total
+
+
+def kid(
+    x: Tensor,
+    y: Tensor,
+    *,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef0: float = 1.0,
+) -> float:
+    r"""Kernel Inception Distance: the unbiased MMD² with a polynomial kernel on features.
+
+    Bińkowski et al. (2018) compare feature vectors (of the Inception network for
+    images) with the kernel
+
+    .. math::
+
+        k(a, b) = \big(\gamma\, a \cdot b + c_0\big)^d, \qquad
+        \gamma = 1/D,\ c_0 = 1,\ d = 3 \text{ by default},
+
+    and report the **unbiased** U-statistic :math:`\mathrm{MMD}^2_u` of Gretton et al.
+    (2012), the same estimator as :func:`mmd2` with ``unbiased=True`` (``[eq-mmd-u]`` and
+    ``[eq-kid]`` in the evaluation chapter). Unlike the Fréchet distance
+    (:func:`frechet_distance`), whose plug-in estimate is biased upwards by an amount that
+    depends on ``n``, its expectation is the population value at every ``n``; so KIDs
+    computed with different numbers of samples estimate the same number, and it can be
+    negative when the two distributions are close (its null distribution is that of
+    :func:`mmd2`'s U-statistic, skewed to the right). The cubic kernel compares the first
+    three moments of the features. Bińkowski et al. average the estimate over random subsets
+    of 1000 points; here it is computed once on all points, in float64, by row blocks
+    (bounded memory, :math:`O(nmD)` time).
+
+    Args:
+        x: features, shape ``(n, D)``, ``n >= 2``.
+        y: features, shape ``(m, D)``, ``m >= 2``.
+        degree: the degree :math:`d \ge 1` of the polynomial kernel.
+        gamma: the scale :math:`\gamma > 0` of the inner product; ``None`` means
+            :math:`1/D`.
+        coef0: the constant :math:`c_0 \ge 0`.
+
+    Returns:
+        :math:`\mathrm{MMD}^2_u` as a float (it can be negative).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(500, 4, generator=g), torch.randn(500, 4, generator=g)
+        >>> abs(kid(x, y)) < 0.05, kid(x, y + 1.0) > 1.0
+        (True, True)
+    """
+    degree = _check_int("degree", degree, 1)
+    coef0 = _check_nonnegative("coef0", coef0)
+    x, y = _check_pair(x, y, min_n=2)
+    gamma = 1.0 / x.shape[1] if gamma is None else _check_positive("gamma", gamma)
+    x64, y64 = x.detach().to(torch.float64), y.detach().to(torch.float64)
+    n, m = x.shape[0], y.shape[0]
+    diag_x = float((x64.square().sum(1) * gamma + coef0).pow(degree).sum())  # the i = j terms
+    diag_y = float((y64.square().sum(1) * gamma + coef0).pow(degree).sum())
+    kxx = _poly_kernel_sum(x64, x64, gamma, coef0, degree) - diag_x
+    kyy = _poly_kernel_sum(y64, y64, gamma, coef0, degree) - diag_y
+    kxy = _poly_kernel_sum(x64, y64, gamma, coef0, degree)
+    return kxx / (n * (n - 1)) + kyy / (m * (m - 1)) - 2 * kxy / (n * m)
+
+
+def inception_score(probs: Tensor) -> float:
+    r"""Inception Score of samples from their predicted class probabilities.
+
+    Salimans et al. (2016) score a set of samples :math:`x_1, \dots, x_n` with a classifier
+    :math:`p(y \mid x)` (the Inception network for ImageNet images; the book uses its digit
+    classifier, :class:`gmbook.nets.DigitClassifier`):
+
+    .. math::
+
+        \mathrm{IS} = \exp\Big(\frac1n \sum_{i=1}^n
+        \mathrm{KL}\big(p(y \mid x_i) \,\big\|\, \hat p(y)\big)\Big),
+        \qquad \hat p(y) = \frac1n \sum_{i=1}^n p(y \mid x_i),
+
+    ``[eq-inception-score]`` in the evaluation chapter. The exponent is the mutual
+    information between the sample and its predicted label, :math:`H(\hat p(y)) - \frac1n
+    \sum_i H(p(y \mid x_i))`, so :math:`1 \le \mathrm{IS} \le K` for :math:`K` classes:
+    it is 1 when every prediction is the same, and :math:`K` exactly when every prediction
+    is certain (one-hot) and the classes are used equally often. It never looks at real
+    data, so it cannot see a model that produces one perfect exemplar per class (Barratt
+    and Sharma, 2018). Terms with :math:`p(y \mid x_i) = 0` contribute 0
+    (:math:`0 \log 0 = 0`). Salimans et al. average the score over 10 splits of 5000
+    samples; values computed on other numbers of samples or splits are not comparable.
+
+    Args:
+        probs: class probabilities :math:`p(y \mid x_i)`, shape ``(n, K)``, ``K >= 2``,
+            nonnegative, each row summing to 1 (within ``1e-4``; e.g. a ``softmax`` of
+            logits).
+
+    Returns:
+        The Inception Score, a float in :math:`[1, K]`.
+
+    Example:
+        >>> inception_score(torch.eye(4))  # certain and balanced: the maximum K
+        4.0
+        >>> inception_score(torch.full((5, 4), 0.25))  # all predictions equal
+        1.0
+    """
+    if not isinstance(probs, Tensor):
+        raise TypeError(f"probs must be a torch.Tensor of shape (n, K), got {_describe(probs)}")
+    if not probs.is_floating_point():
+        raise TypeError(f"probs must be a floating-point tensor, got dtype {probs.dtype}")
+    if probs.ndim != 2 or probs.shape[0] < 1 or probs.shape[1] < 2:
+        raise ValueError(f"probs must have shape (n, K) with n >= 1, K >= 2, got "
+                         f"{tuple(probs.shape)}")
+    p = probs.detach().to(torch.float64)
+    if not bool(torch.isfinite(p).all()) or float(p.min()) < 0:
+        raise ValueError("probs must be finite and nonnegative (probabilities, not logits)")
+    worst = float((p.sum(1) - 1).abs().max())
+    if worst > 1e-4:
+        raise ValueError(f"each row of probs must sum to 1 (apply softmax to logits); a row "
+                         f"sums to 1 {'+-'} {worst:.3g}")
+    p = p / p.sum(1, keepdim=True)
+    marginal = p.mean(0)  # (K,)
+    ratio = torch.where(p > 0, p / marginal, torch.ones_like(p))  # p > 0 implies marginal > 0
+    kl = (p * ratio.log()).sum(1)  # (n,)
+    return float(kl.mean().exp())
 
 
 # --------------------------------------------------------------------------- two-sample test
