@@ -254,16 +254,22 @@ def empirical_velocity(x: Tensor, t: float, data: Tensor) -> Tensor:
         data: the data points, shape ``(N, D)``.
 
     Returns:
-        The velocity, shape ``(B, D)``.
+        The velocity, shape ``(B, D)``, in the dtype of ``x``; it is computed in float64
+        (near :math:`t = 1` the logits divide by :math:`2(1-t)^2`).
     """
     _check_points(x)
     _check_points(data, x.shape[1], name="data")
     if not 0.0 <= t < 1.0:
         raise ValueError(f"t must be in [0, 1), got {t}")
-    sq = torch.cdist(x, t * data).pow(2)  # (B, N)
+    # Near t = 1 the logits divide squared distances by 2 (1 - t)^2 ~ 1e-5: float32, and
+    # cdist's matmul shortcut |x|^2 + |y|^2 - 2 x.y (which cancels for near-equal points),
+    # would make errors of order 1 in them. So: float64 and the direct differences.
+    x64, data64 = x.double(), data.double()
+    sq = torch.cdist(x64, t * data64,
+                     compute_mode="donot_use_mm_for_euclid_dist").pow(2)  # (B, N)
     w = torch.softmax(-sq / (2 * (1 - t) ** 2), dim=1)
-    x1_hat = w @ data  # (B, D)
-    return (x1_hat - x) / (1 - t)
+    x1_hat = w @ data64  # (B, D)
+    return ((x1_hat - x64) / (1 - t)).to(x.dtype)
 
 
 def euler(
