@@ -47,7 +47,7 @@ def _bimodal(n: int) -> torch.Tensor:
     return centres + torch.randn(n, 2) @ torch.tensor([[0.5, 0.2], [0.0, 0.3]])
 
 
-def test_moment_matching_minimises_forward_kl():
+def test_moment_matching_minimises_the_cross_entropy():
     """prop-moment-matching: sample moments minimise E_data[-log q] over Gaussians q.
 
     The gradient at the moments vanishes and every perturbation of mean or covariance does

@@ -4,7 +4,7 @@ Derived in ``book/foundations/problem.md``:
 
 - :class:`GridDensity`, a neural density normalised by brute force on a grid
   (eq. ``eq-grid-normalizer``): it works in two dimensions and shows why it cannot work in more;
-- Gaussian fits by forward KL (moment matching, :prf:ref:`prop-moment-matching`) and by
+- Gaussian fits by maximum likelihood (moment matching, :prf:ref:`prop-moment-matching`) and by
   reverse KL (:func:`fit_gaussian_reverse_kl`), to compare mass-covering and mode-seeking;
 - the linear path from :math:`\mathcal N(0, I)` to the data (eq. ``eq-linear-path``), the exact
   marginal velocity of an empirical distribution (eq. ``eq-empirical-velocity``) and Euler's method.
@@ -111,8 +111,10 @@ class GridDensity(nn.Module):
 def gaussian_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     r"""Mean ``(D,)`` and biased covariance ``(D, D)`` of samples ``x`` ``(n, D)``.
 
-    This is the maximum-likelihood Gaussian and the minimiser of the forward KL
-    :math:`\mathrm{KL}(p \,\|\, q)` over Gaussians :math:`q` (:prf:ref:`prop-moment-matching`).
+    This is the maximum-likelihood Gaussian: the minimiser over Gaussians :math:`q` of the
+    cross-entropy :math:`\mathbb E_p[-\log q]` for the empirical distribution :math:`p` of
+    ``x``, and an estimate of the forward-KL minimiser when ``x`` is drawn from a density
+    (:prf:ref:`prop-moment-matching`).
     """
     _check_points(x)
     mean = x.mean(dim=0)
