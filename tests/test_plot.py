@@ -246,11 +246,35 @@ def test_path_slices_3d():
     assert path_slices_3d(ax3d, slices, times, lims=3) is ax3d
     scatters = [c for c in ax3d.collections if isinstance(c, PathCollection)]
     assert len(scatters) == 3
-    assert len(ax3d.collections) == 6  # one pane per slice
+    assert len(ax3d.collections) == 6  # one pane per slice; unequal slices: no ties
     assert len(scatters[0].get_offsets()) == 100  # all inside the panes
     assert len(scatters[2].get_offsets()) < 60  # points outside lims are dropped
     assert ax3d.get_xticks().tolist() == times
     fig.savefig(__import__("io").BytesIO(), format="png", dpi=30)  # renders
+
+
+def test_path_slices_3d_ties_join_the_same_particle():
+    """Ties join row i of consecutive slices: on the linear path eq-linear-path the ties of
+    one particle are collinear in (t, x, y); none for slices of unequal length."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+    x0, x1 = torch.randn(50, 2), torch.rand(50, 2)
+    times = [0.0, 0.5, 1.0]
+    fig = plt.figure(figsize=(6.4, 2.6))
+    ax3d = fig.add_subplot(projection="3d")
+    path_slices_3d(ax3d, [(1 - t) * x0 + t * x1 for t in times], times, lims=10, ties=5)
+    (lines,) = [c for c in ax3d.collections if isinstance(c, Line3DCollection)]
+    segs = np.asarray(lines._segments3d)  # (2 * 5, 2, 3)
+    assert segs.shape == (10, 2, 3)
+    first, second = segs[0], segs[5]  # particle 0 from t = 0 to 0.5, then 0.5 to 1
+    np.testing.assert_allclose(first[1], second[0], atol=1e-6)
+    np.testing.assert_allclose(first[1] - first[0], second[1] - second[0], atol=1e-5)
+    ax3d.cla()
+    path_slices_3d(ax3d, [torch.zeros(3, 2), torch.zeros(4, 2)], [0.0, 1.0])  # no ties
+    assert not [c for c in ax3d.collections if isinstance(c, Line3DCollection)]
+    with pytest.raises(ValueError, match="same number of rows"):
+        path_slices_3d(ax3d, [torch.zeros(3, 2), torch.zeros(4, 2)], [0.0, 1.0], ties=2)
+    plt.close(fig)
 
 
 def test_path_slices_3d_bad_input(ax):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from gmbook.data import TwoMoons
 from gmbook.nets import MLP
 from gmbook.problem import (GridDensity, empirical_velocity, euler, fit_gaussian_reverse_kl,
                             gaussian_moments, kl_monte_carlo, linear_path)
@@ -46,7 +47,7 @@ def _bimodal(n: int) -> torch.Tensor:
     return centres + torch.randn(n, 2) @ torch.tensor([[0.5, 0.2], [0.0, 0.3]])
 
 
-def test_moment_matching_minimises_forward_kl():
+def test_moment_matching_minimises_the_cross_entropy():
     """prop-moment-matching: sample moments minimise E_data[-log q] over Gaussians q.
 
     The gradient at the moments vanishes and every perturbation of mean or covariance does
@@ -89,6 +90,42 @@ def test_reverse_kl_fit_recovers_a_gaussian_target():
     torch.testing.assert_close(q.covariance().detach(), target.covariance_matrix,
                                atol=0.05, rtol=0)
     assert abs(sum(losses[-100:]) / 100) < 0.02  # KL(q || p) ~ 0 at the optimum
+
+
+def test_forward_kl_covers_mass_and_reverse_kl_seeks_a_mode():
+    """eq-kl, eq-reverse-kl (the forward/reverse KL paragraph of Chapter 1): on two well
+    separated modes, the forward-KL Gaussian (moment matching, prop-moment-matching) spans
+    both and puts much of its mass in the empty gap; the reverse-KL Gaussian sits on one mode
+    with about that mode's spread. Each fit wins on its own divergence. Swapping the
+    directions (or the roles in kl_monte_carlo) fails every assertion below."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0]])
+    target = MixtureSameFamily(Categorical(torch.ones(2)),
+                               Independent(Normal(means, 0.5 * torch.ones(2, 2)), 1))
+    data = target.sample((20_000,))
+    m, S = gaussian_moments(data)
+    forward = MultivariateNormal(m, S)
+    g = torch.Generator().manual_seed(6)
+    q, _ = fit_gaussian_reverse_kl(target.log_prob, torch.tensor([1.0, 0.5]), steps=400,
+                                   batch_size=256, lr=0.03, generator=g)
+    with torch.no_grad():
+        reverse = q.distribution()
+        # mass-covering: the forward fit spans both modes (sd along the axis ~ 3)
+        assert forward.covariance_matrix[0, 0].sqrt() > 2.5
+        # mode-seeking: the reverse fit is on the mode at +3 with that mode's spread 0.5
+        assert abs(reverse.mean[0] - 3.0) < 0.2
+        assert 0.35 < reverse.covariance_matrix[0, 0].sqrt() < 0.65
+        # mass in the gap |x_1| < 1.5, which holds about 1e-3 of the target's mass
+        gap = lambda d: (d.sample((20_000,))[:, 0].abs() < 1.5).float().mean()
+        assert gap(forward) > 0.3 and gap(reverse) < 0.01
+        # each fit is better on its own criterion, by many standard errors
+        fwd_of = lambda d: kl_monte_carlo(target.log_prob, d.log_prob, data)
+        rev_of = lambda d: kl_monte_carlo(d.log_prob, target.log_prob, d.sample((20_000,)))
+        (f_f, f_f_se), (f_r, f_r_se) = fwd_of(forward), fwd_of(reverse)
+        (r_f, r_f_se), (r_r, r_r_se) = rev_of(forward), rev_of(reverse)
+        assert f_r - f_f > 10 * math.hypot(f_f_se, f_r_se)
+        assert r_f - r_r > 10 * math.hypot(r_f_se, r_r_se)
 
 
 def test_linear_path_of_gaussians_is_gaussian():
@@ -143,6 +180,26 @@ def test_empirical_velocity_of_one_point_is_straight():
     x1 = torch.tensor([[0.5, -2.0]])
     x = torch.randn(7, 2)
     torch.testing.assert_close(empirical_velocity(x, 0.3, x1), (x1 - x) / 0.7)
+
+
+def test_empirical_velocity_is_accurate_in_float32_near_t_one():
+    """eq-empirical-velocity near t = 1: the logits divide by 2 (1 - t)^2 = 8e-6 at t = 0.998
+    (the last step of a 500-step Euler solve), so float32 squared distances by the matmul
+    identity would err by order 1 in them. Float32 inputs must give the float64 field."""
+    g = torch.Generator().manual_seed(5)
+    data = TwoMoons().sample(1000, generator=g).double()
+    t = 0.998
+    x = t * data[:300] + (1 - t) * torch.randn(300, 2, generator=g, dtype=torch.float64)
+    exact = empirical_velocity(x, t, data)
+    fast = empirical_velocity(x.float(), t, data.float())
+    assert fast.dtype == torch.float32
+    # Same (float32-rounded) inputs computed in float64: agreement to float32 output
+    # rounding; the float32 matmul cdist of old erred by 1e-2 here.
+    rounded = empirical_velocity(x.float().double(), t, data.float().double())
+    torch.testing.assert_close(fast.double(), rounded, atol=1e-5, rtol=0)
+    # The rounding of the inputs themselves costs a few 1e-7 relative, times the field's
+    # slope 1 / (1 - t) = 500.
+    assert (fast.double() - exact).abs().max() < 1e-3
 
 
 def test_euler_is_exact_for_a_constant_field():

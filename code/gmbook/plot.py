@@ -568,6 +568,7 @@ def path_slices_3d(
     azim: float = -55.0,
     depth: float | None = None,
     zoom: float | None = None,
+    ties: int | None = None,
 ) -> Axes:
     r"""Time slices of a path of distributions :math:`(p_t)_t` in an oblique 3-D view.
 
@@ -575,6 +576,12 @@ def path_slices_3d(
     :math:`\{t = t_k\}`, on a light pane; :math:`t` runs along the depth axis, which is
     stretched (``depth``) and seen from the side (``elev``, ``azim``) so that neighbouring
     slices overlap little. Points outside ``lims`` are not drawn.
+
+    When the slices hold the same particles in the same order (row ``i`` of every slice is
+    one particle at the successive times, as in a sampled path), thin *ties* join each of
+    a few particles from one slice to the next. A particle moving on a straight line at
+    constant speed (the linear path) gives ties that line up into one straight line across
+    the stack; a curved trajectory (a learned flow) gives a bent polyline.
 
     A 3-D Axes is always square in Matplotlib, so in a wide panel the stack is enlarged
     (``zoom``) to use the width; give the figure a wide shape, e.g.
@@ -598,9 +605,13 @@ def path_slices_3d(
             ``0.9 * len(slices)``).
         zoom: scale of the drawing inside the Axes (default: from the width / height
             ratio of the panel, between 1 and 2.2).
+        ties: how many particles to tie across consecutive slices (evenly spaced rows;
+            ``0`` for none). Default: 40 when all slices have the same number of rows,
+            else none. A positive number needs slices of equal length.
 
     Returns:
-        ``ax3d``: one scatter collection per slice (and one pane per slice).
+        ``ax3d``: one scatter collection per slice, one pane per slice and one
+        ``Line3DCollection`` of ties (if any).
 
     Example:
         >>> fig = plt.figure(figsize=(6.4, 2.6))
@@ -612,7 +623,7 @@ def path_slices_3d(
         >>> plt.close(fig)
     """
     _check_ax(ax3d, three_d=True)
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
     pts = [_as_points(x, f"slices[{k}]") for k, x in enumerate(slices)]
     ts = [float(t) for t in _to_numpy(times, "times").reshape(-1)]
@@ -634,6 +645,26 @@ def path_slices_3d(
         big = max(float(np.abs(p).max()) if p.size else 1.0 for p in pts)
         lims = math.ceil(big * 10) / 10 or 1.0
     (x0, x1), (y0, y1) = _parse_lims(lims)
+    same_rows = len({len(p) for p in pts}) == 1
+    if ties is None:
+        ties = 40 if same_rows and k > 1 else 0
+    if isinstance(ties, bool) or not isinstance(ties, int) or ties < 0:
+        raise ValueError(f"ties must be an int >= 0, got {ties!r}")
+    if ties > 0 and not same_rows:
+        raise ValueError("ties join row i of consecutive slices: the slices must have the "
+                         f"same number of rows, got {[len(p) for p in pts]}")
+    if ties > 0 and k > 1 and len(pts[0]) > 0:
+        rows = np.unique(np.linspace(0, len(pts[0]) - 1, min(ties, len(pts[0]))).astype(int))
+        segments = []
+        for a in range(k - 1):
+            pa, pb = pts[a][rows], pts[a + 1][rows]
+            for u, v in zip(pa, pb):
+                if x0 <= min(u[0], v[0]) and max(u[0], v[0]) <= x1 \
+                        and y0 <= min(u[1], v[1]) and max(u[1], v[1]) <= y1:
+                    segments.append([(ts[a], u[0], u[1]), (ts[a + 1], v[0], v[1])])
+        if segments:
+            ax3d.add_collection3d(Line3DCollection(segments, colors=[(0.35, 0.35, 0.35, 0.45)],
+                                                   linewidths=0.5))
     for p, t, c in zip(pts, ts, cols):
         inside = (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
         p = p[inside]

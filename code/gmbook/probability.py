@@ -12,6 +12,8 @@ Derived in ``book/appendix/probability.md`` and used by the chapters that lean o
   sampling (:func:`importance_estimate`, eqs. ``eq-app-prob-is`` and ``eq-app-prob-snis``)
   and the effective sample size of importance weights (:func:`effective_sample_size`,
   eq. ``eq-app-prob-ess``);
+- **the delta method**: the standard error of a smooth function of an estimate
+  (:func:`delta_method`, :prf:ref:`thm-app-prob-delta`), e.g. of a ratio of two means;
 - **gradient estimators** of :math:`\nabla \mathbb E_{q}[f(X)]` for a diagonal Gaussian
   :math:`q = \mathcal N(\mu, \operatorname{diag}\sigma^2)`: the reparameterization
   (pathwise) estimator :func:`reparam_gradient` (eq. ``eq-app-prob-reparam``) and the
@@ -51,6 +53,7 @@ __all__ = [
     "gaussian_product",
     "importance_estimate",
     "mc_estimate",
+    "delta_method",
     "reparam_gradient",
     "score_function_gradient",
 ]
@@ -360,6 +363,63 @@ def mc_estimate(values: Tensor) -> Estimate:
     n = v.shape[0]
     se = float(v.std()) / math.sqrt(n) if n > 1 else math.nan
     return Estimate(float(v.mean()), se, n)
+
+
+def delta_method(
+    g: Callable[[Tensor], Tensor], theta: Tensor, cov: Tensor, *, n: int = 1
+) -> Estimate:
+    r"""A smooth function of an estimate and its standard error by the delta method.
+
+    Implements eq. ``eq-app-prob-delta`` (:prf:ref:`thm-app-prob-delta`): if the estimate
+    :math:`\hat\theta` of :math:`\theta \in \mathbb R^k` is approximately
+    :math:`\mathcal N(\theta, C)` and :math:`g` is differentiable at :math:`\theta`, then
+    :math:`g(\hat\theta)` is approximately normal with standard error
+    :math:`\sqrt{\nabla g(\hat\theta)^\top C\, \nabla g(\hat\theta)}`. The gradient comes
+    from autograd, in float64. For a mean of ``n`` i.i.d. vectors with covariance
+    :math:`\Sigma`, pass ``cov`` :math:`= \hat\Sigma / n`; for independent estimates,
+    a block-diagonal ``cov``.
+
+    Args:
+        g: maps ``theta`` ``(k,)`` to a scalar tensor, differentiable (torch operations).
+        theta: the estimate :math:`\hat\theta`, shape ``(k,)``.
+        cov: the covariance :math:`C` of the estimate (not of one draw), shape ``(k, k)``,
+            symmetric with a nonnegative diagonal.
+        n: the number of draws behind ``theta``, only reported in the result.
+
+    Returns:
+        An :class:`~gmbook.metrics.Estimate`: ``mean`` :math:`g(\hat\theta)`, ``se`` as above,
+        and ``n``.
+
+    Example:
+        >>> theta = torch.tensor([2.0, 4.0], dtype=torch.float64)  # two independent means
+        >>> cov = torch.diag(torch.tensor([0.01, 0.04], dtype=torch.float64))
+        >>> e = delta_method(lambda v: v[0] / v[1], theta, cov)
+        >>> round(e.mean, 3), round(e.se, 4)
+        (0.5, 0.0354)
+    """
+    if not callable(g):
+        raise TypeError(f"g must be callable as g(theta), got {describe(g)}")
+    th = _check_float("theta", theta)
+    c = _check_float("cov", cov)
+    if th.ndim != 1 or th.shape[0] < 1:
+        raise ValueError(f"theta must have shape (k,) with k >= 1, got {tuple(th.shape)}")
+    k = th.shape[0]
+    if c.shape != (k, k):
+        raise ValueError(f"cov must have shape ({k}, {k}) to match theta, got {tuple(c.shape)}")
+    c = c.detach().to(torch.float64)
+    if not torch.allclose(c, c.T, rtol=1e-6, atol=1e-12) or bool((c.diagonal() < 0).any()):
+        raise ValueError("cov must be symmetric with a nonnegative diagonal")
+    th = th.detach().to(torch.float64).requires_grad_(True)
+    with torch.enable_grad():
+        value = g(th)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ValueError(f"g must return a scalar tensor, got {describe(value)}")
+        (grad,) = torch.autograd.grad(value.reshape(()), th, allow_unused=True)
+    grad = torch.zeros_like(th) if grad is None else grad  # g does not depend on theta
+    if not (bool(torch.isfinite(value.detach())) and bool(torch.isfinite(grad).all())):
+        raise ValueError("g or its gradient is not finite at theta")
+    var = float(grad @ c @ grad)
+    return Estimate(float(value.detach()), math.sqrt(max(var, 0.0)), n)
 
 
 def effective_sample_size(log_w: Tensor) -> float:

@@ -4,7 +4,7 @@ Derived in ``book/foundations/problem.md``:
 
 - :class:`GridDensity`, a neural density normalised by brute force on a grid
   (eq. ``eq-grid-normalizer``): it works in two dimensions and shows why it cannot work in more;
-- Gaussian fits by forward KL (moment matching, :prf:ref:`prop-moment-matching`) and by
+- Gaussian fits by maximum likelihood (moment matching, :prf:ref:`prop-moment-matching`) and by
   reverse KL (:func:`fit_gaussian_reverse_kl`), to compare mass-covering and mode-seeking;
 - the linear path from :math:`\mathcal N(0, I)` to the data (eq. ``eq-linear-path``), the exact
   marginal velocity of an empirical distribution (eq. ``eq-empirical-velocity``) and Euler's method.
@@ -111,8 +111,10 @@ class GridDensity(nn.Module):
 def gaussian_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     r"""Mean ``(D,)`` and biased covariance ``(D, D)`` of samples ``x`` ``(n, D)``.
 
-    This is the maximum-likelihood Gaussian and the minimiser of the forward KL
-    :math:`\mathrm{KL}(p \,\|\, q)` over Gaussians :math:`q` (:prf:ref:`prop-moment-matching`).
+    This is the maximum-likelihood Gaussian: the minimiser over Gaussians :math:`q` of the
+    cross-entropy :math:`\mathbb E_p[-\log q]` for the empirical distribution :math:`p` of
+    ``x``, and an estimate of the forward-KL minimiser when ``x`` is drawn from a density
+    (:prf:ref:`prop-moment-matching`).
     """
     _check_points(x)
     mean = x.mean(dim=0)
@@ -254,16 +256,22 @@ def empirical_velocity(x: Tensor, t: float, data: Tensor) -> Tensor:
         data: the data points, shape ``(N, D)``.
 
     Returns:
-        The velocity, shape ``(B, D)``.
+        The velocity, shape ``(B, D)``, in the dtype of ``x``; it is computed in float64
+        (near :math:`t = 1` the logits divide by :math:`2(1-t)^2`).
     """
     _check_points(x)
     _check_points(data, x.shape[1], name="data")
     if not 0.0 <= t < 1.0:
         raise ValueError(f"t must be in [0, 1), got {t}")
-    sq = torch.cdist(x, t * data).pow(2)  # (B, N)
+    # Near t = 1 the logits divide squared distances by 2 (1 - t)^2 ~ 1e-5: float32, and
+    # cdist's matmul shortcut |x|^2 + |y|^2 - 2 x.y (which cancels for near-equal points),
+    # would make errors of order 1 in them. So: float64 and the direct differences.
+    x64, data64 = x.double(), data.double()
+    sq = torch.cdist(x64, t * data64,
+                     compute_mode="donot_use_mm_for_euclid_dist").pow(2)  # (B, N)
     w = torch.softmax(-sq / (2 * (1 - t) ** 2), dim=1)
-    x1_hat = w @ data  # (B, D)
-    return (x1_hat - x) / (1 - t)
+    x1_hat = w @ data64  # (B, D)
+    return ((x1_hat - x64) / (1 - t)).to(x.dtype)
 
 
 def euler(

@@ -141,6 +141,39 @@ def test_alt_texts_describe_the_image(built, doc):
                          f"mystnb: image: alt: to the cell): {generic}")
 
 
+# --------------------------------------------------------------------------- interactive figures
+
+PLAYER_ID = re.compile(r'id="(_anim_img[0-9a-f]+)"')
+
+
+def player_outputs(built: Path, doc: str) -> list[dict]:
+    """Outputs of the executed notebook ``<built>/jupyter_execute/<doc>.ipynb`` that carry the
+    mime bundle of ``gmbook.display.interactive_figure`` in static mode: a JavaScript player
+    (``text/html``) and a still (``image/png``)."""
+    path = built / "jupyter_execute" / f"{doc}.ipynb"
+    assert path.is_file(), f"{doc}: the executed notebook {path} is missing"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    html = lambda o: "".join(o.get("data", {}).get("text/html", ""))
+    return [o for o in outputs if "image/png" in o.get("data", {})
+            and '<div class="animation">' in html(o) and PLAYER_ID.search(html(o))]
+
+
+@chapters
+def test_interactive_figures_are_players(built, doc):
+    """Every interactive figure of the executed chapter is on its page as the JavaScript
+    player (its frame image, by id, with the player's controls), not as the still PNG."""
+    soup = _soup(_chapter_page(built, doc))
+    missing = []
+    for out in player_outputs(built, doc):
+        anim_id = PLAYER_ID.search("".join(out["data"]["text/html"])).group(1)
+        img = soup.find("img", id=anim_id)
+        if img is None or img.find_parent("div", class_="animation") is None:
+            missing.append(anim_id)
+    assert not missing, (f"{doc}: interactive figures that are not shown as a player on the "
+                         f"page (static build without GMBOOK_STATIC=1?): {missing}")
+
+
 # --------------------------------------------------------------------------- execution time
 
 

@@ -5,6 +5,8 @@ Run after ``make pdf``: ``pytest tests/built --built-book=_build``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 # The source readers (what a chapter is, the repository URL) are shared with tests/book.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
 from bookutils import ROOT, chapter, chapter_ids  # noqa: E402
+from test_built_html import player_outputs  # noqa: E402
 
 # Every test needs --built-book (fixture in tests/conftest.py), else it is skipped.
 pytestmark = pytest.mark.usefixtures("built")
@@ -258,3 +261,22 @@ def test_latex_log_has_no_overfull_lines(built):
     assert len(wide) <= OVERFULL_ALLOWED, (
         f"{len(wide)} overfull lines over {OVERFULL_TOLERANCE_PT} pt in {NAME}.log "
         f"(at most {OVERFULL_ALLOWED}): {listing[:10]}")
+
+
+# --------------------------------------------------------------------------- interactive figures
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_interactive_figures_are_stills(built, doc):
+    """Every interactive figure (an output with the player mime bundle) is in the PDF as its
+    still PNG: myst-nb names an image output by the SHA-256 of its bytes."""
+    tex_path = _latex(built) / f"{NAME}.tex"
+    assert tex_path.is_file(), f"{tex_path} was not written"
+    tex = tex_path.read_text(encoding="utf-8")
+    missing = []
+    for out in player_outputs(built, doc):
+        png = base64.b64decode("".join(out["data"]["image/png"]))
+        digest = hashlib.sha256(png).hexdigest()
+        if digest not in tex or not (_latex(built) / f"{digest}.png").is_file():
+            missing.append(f"{digest}.png")
+    assert not missing, f"{doc}: interactive figures without their still in the PDF: {missing}"
