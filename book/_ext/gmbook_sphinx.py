@@ -1,6 +1,6 @@
 """Sphinx extension that keeps the gmbook build honest.
 
-It does four things, each on every build (``make book`` or a bare ``jupyter-book build .``):
+It does five things, each on every build (``make book`` or a bare ``jupyter-book build .``):
 
 1. **No stale outputs.** jupyter-cache keys a notebook on its code cells only, so an edit to
    the companion package would be served from old outputs. We fingerprint the files named by
@@ -17,11 +17,17 @@ It does four things, each on every build (``make book`` or a bare ``jupyter-book
 4. **Execution budget.** After the build, each executed page's run time is logged and written
    to ``_build/execution-times.json``; a page over ``gmbook_time_budget`` seconds is a warning,
    hence an error under ``-W``.
+5. **Math offline.** The HTML pages load MathJax 3 from the book's own ``_static/mathjax``,
+   never from a CDN: the files come from the Python package ``django-static-mathjax``
+   (installed by ``requirements.txt``; it ships MathJax's ``es5`` tree and needs no Django),
+   and the subset that ``tex-chtml.js`` loads is copied into the built site
+   (:data:`MATHJAX_FILES`, about 7 MB on disk; a reader downloads about 1.6 MB).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +37,9 @@ from typing import Any
 
 from sphinx.application import Sphinx
 from sphinx.config import Config
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
+from sphinx.util.fileutil import copy_asset
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +123,61 @@ def _share_math_macros(app: Sphinx, config: Config) -> None:
     config.latex_elements = elements
 
 
+#: The MathJax component every page loads, relative to ``_static``.
+MATHJAX_PATH = "mathjax/tex-chtml.js"
+#: What of MathJax's ``es5`` tree goes into the site: the combined TeX-to-CommonHTML
+#: component and what it loads on demand (TeX extensions through ``autoload`` and
+#: ``require``, the web fonts, the menu and the accessibility tools with their speech maps).
+MATHJAX_FILES = ("tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2",
+                 "ui", "a11y", "sre")
+MATHJAX_MAJOR = "3"
+
+
+def mathjax_source() -> tuple[Path, str]:
+    """The installed MathJax ``es5`` folder and its version.
+
+    Raises:
+        ExtensionError: when the package that ships MathJax is absent, or is not MathJax 3.
+    """
+    spec = importlib.util.find_spec("mathjax")
+    root = Path(spec.origin).parent / "static" / "mathjax" if spec and spec.origin else None
+    if root is None or not (root / "es5" / "tex-chtml.js").is_file():
+        raise ExtensionError(
+            "gmbook: MathJax is not installed. The book serves MathJax from its own site, "
+            "not from a CDN; install it with `pip install -r requirements.txt` (the "
+            "package django-static-mathjax ships MathJax 3).")
+    version = json.loads((root / "package.json").read_text()).get("version", "")
+    if not version.startswith(MATHJAX_MAJOR + "."):
+        raise ExtensionError(f"gmbook: the installed MathJax is {version!r}, the book needs "
+                             f"MathJax {MATHJAX_MAJOR} (see requirements.txt)")
+    return root / "es5", version
+
+
+def _serve_mathjax_locally(app: Sphinx) -> None:
+    if app.builder.format != "html":
+        return
+    es5, version = mathjax_source()
+    app.config.mathjax_path = MATHJAX_PATH
+    logger.info(f"gmbook: MathJax {version} served from _static/mathjax ({es5})")
+
+
+def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
+    if app.builder.format != "html":
+        return
+    es5, _ = mathjax_source()
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for name in MATHJAX_FILES:
+        source = es5 / name
+        if source.is_dir():
+            copy_asset(str(source), str(target / name))
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+    license_file = es5.parent / "LICENSE"
+    if license_file.is_file():
+        shutil.copyfile(license_file, target / "LICENSE")
+
+
 def _report_execution(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None:
         return
@@ -151,5 +214,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("gmbook_time_budget", 90.0, "", float)
     app.connect("config-inited", _pin_cache_to_fingerprint, priority=900)
     app.connect("config-inited", _share_math_macros)
+    app.connect("builder-inited", _serve_mathjax_locally)
+    app.connect("build-finished", _copy_mathjax)
     app.connect("build-finished", _report_execution)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
