@@ -1,6 +1,6 @@
 """Sphinx extension that keeps the gmbook build honest.
 
-It does five things, each on every build (``make book`` or a bare ``jupyter-book build .``):
+It does six things, each on every build (``make book`` or a bare ``jupyter-book build .``):
 
 1. **No stale outputs.** jupyter-cache keys a notebook on its code cells only, so an edit to
    the companion package would be served from old outputs. We fingerprint the files named by
@@ -22,6 +22,9 @@ It does five things, each on every build (``make book`` or a bare ``jupyter-book
    (installed by ``requirements.txt``; it ships MathJax's ``es5`` tree and needs no Django),
    and the subset that ``tex-chtml.js`` loads is copied into the built site
    (:data:`MATHJAX_FILES`, about 7 MB on disk; a reader downloads about 1.6 MB).
+6. **One copy of each script.** Extensions that add their inline scripts again while a page
+   is written (sphinx-thebe, sphinx-togglebutton) would declare ``const THEBE_JS_URL``
+   twice, a JavaScript error on every page; exact duplicates are dropped.
 """
 
 from __future__ import annotations
@@ -178,6 +181,21 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
         shutil.copyfile(license_file, target / "LICENSE")
 
 
+def _drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str,
+                            context: dict[str, Any], doctree: Any) -> None:
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        key = (str(getattr(js, "filename", js) or ""),  # None and "" both mean inline
+               json.dumps(getattr(js, "attributes", {}), sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
 def _report_execution(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None:
         return
@@ -216,5 +234,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", _share_math_macros)
     app.connect("builder-inited", _serve_mathjax_locally)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _drop_duplicate_scripts, priority=999)
     app.connect("build-finished", _report_execution)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -320,9 +320,12 @@ class Tab:
 
 # ---------------------------------------------------------------------- the page's checks
 
-#: Runs in the page once it has loaded: waits for images and MathJax.
+#: Runs in the page once it has loaded: opens dropdowns, waits for images and MathJax.
 _SETTLE_JS = r"""
 (async () => {
+  // Open what a reader can open (solutions, hidden cells): it is checked open.
+  for (const b of document.querySelectorAll('.toggle-hidden button.toggle-button')) b.click();
+  for (const d of document.querySelectorAll('details')) d.open = true;
   for (const img of document.images) if (img.loading === 'lazy') img.loading = 'eager';
   const wait = (img) => img.complete ? null : new Promise(r => {
     img.addEventListener('load', r); img.addEventListener('error', r); setTimeout(r, 10000);
@@ -360,7 +363,7 @@ const describe = (el) => {
   if (math) {
     const eqno = math.querySelector('.eqno');
     if (math.id) label = '#' + math.id;
-    if (eqno) label += ' ' + eqno.textContent.trim();
+    if (eqno) label += ' ' + eqno.textContent.replace('#', '').trim();
   }
   const box = el.closest('div.proof, div.admonition, div.exercise, div.solution, figure, ' +
                          'div.cell, table');
@@ -380,14 +383,33 @@ const describe = (el) => {
     if (text) label = '"' + text.slice(0, 60) + (text.length > 60 ? '...' : '') + '"';
   }
   let sec = el.closest('section[id]');
+  while (sec && sec.id === 'proof-content')  // sphinx-proof's inner section: skip it
+    sec = sec.parentElement && sec.parentElement.closest('section[id]');
   return s + (label ? ' ' + label : '') + (sec ? ' (section #' + sec.id + ')' : '');
+};
+// The descendant of el that reaches furthest right, outside any box that scrolls or clips.
+const widest = (el) => {
+  let best = null, right = -Infinity;
+  const walk = (node) => {
+    for (const c of node.children) {
+      const st = getComputedStyle(c);
+      if (st.position === 'fixed' || st.display === 'none') continue;  // never scroll the page
+      const r = c.getBoundingClientRect();
+      if (r.width > 0 && r.right > right + 0.5 && st.visibility !== 'hidden') {
+        right = r.right; best = c;
+      }
+      if (st.overflowX === 'visible') walk(c);
+    }
+  };
+  walk(el);
+  return best;
 };
 """
 
 #: Math, images and overflow at the current width; returns [[check, element, message]].
 _CHECK_JS = r"""
 (doMath) => {
-  const out = [];
+  const out = [], scrolling = [];
   const TOL = 1;
   const seen = new Set();
   if (doMath) {
@@ -429,9 +451,14 @@ _CHECK_JS = r"""
     if (r.width === 0 && r.height === 0) continue;        // hidden (closed dropdown)
     if (el.closest('.full-width, .margin, .sidebar, aside')) continue;
     const own = ox(el);
+    if ((own === 'auto' || own === 'scroll') && el.scrollWidth > el.clientWidth + TOL &&
+        el.matches('mjx-container'))
+      scrolling.push(`${describe(el)}: ${el.scrollWidth}px in ${el.clientWidth}px`);
     if ((own === 'hidden' || own === 'clip') && el.scrollWidth > el.clientWidth + TOL) {
+      const w = widest(el);
       out.push(['overflow', describe(el), `clipped: content ${el.scrollWidth}px wide in a ` +
-                `${el.clientWidth}px box with overflow-x ${own} (no scroll bar)`]);
+                `${el.clientWidth}px box with overflow-x ${own} (no scroll bar)` +
+                (w ? `; the widest part: ${describe(w)}` : '')]);
       continue;
     }
     const extent = (own === 'visible') ? Math.max(r.right, r.left + el.scrollWidth) : r.right;
@@ -480,16 +507,12 @@ _CHECK_JS = r"""
   }
   const page = document.documentElement;
   if (page.scrollWidth > page.clientWidth + TOL) {
-    let widest = null, right = 0;
-    for (const el of document.body.querySelectorAll('*')) {
-      const rr = el.getBoundingClientRect().right;
-      if (rr > right + 0.5) { right = rr; widest = el; }
-    }
-    out.push(['overflow', widest ? describe(widest) : 'html',
+    const w = widest(document.body);
+    out.push(['overflow', w ? describe(w) : 'html',
               `the page scrolls sideways: ${page.scrollWidth}px wide in a ` +
               `${page.clientWidth}px window`]);
   }
-  return out;
+  return [out, scrolling];
 }
 """
 
@@ -585,7 +608,8 @@ def check_page(browser: Browser, path: Path, name: str, *,
 
     Returns:
         ``(problems, facts)``; facts holds ``mathjax`` (version, or ``"absent"``),
-        ``players`` (how many) and ``seconds``.
+        ``players`` (how many), ``scrolling`` (width -> the display equations wider than
+        their box, which scroll: not a problem, but worth splitting) and ``seconds``.
     """
     start = time.monotonic()
     problems: list[Problem] = []
@@ -601,10 +625,12 @@ def check_page(browser: Browser, path: Path, name: str, *,
                 tab.resize(width)
                 tab.evaluate("new Promise(r => requestAnimationFrame(() => "
                              "requestAnimationFrame(r)))")
-            for check, element, message in tab.evaluate(_call(_CHECK_JS, str(k == 0).lower())):
+            found, scrolling = tab.evaluate(_call(_CHECK_JS, str(k == 0).lower()))
+            for check, element, message in found:
                 if k and check != "overflow":
                     continue
                 problems.append(Problem(name, width, check, element, message))
+            facts.setdefault("scrolling", {})[width] = scrolling
         if len(widths) > 1:
             tab.resize(widths[0])
         if players:
