@@ -129,9 +129,34 @@ def test_wide_equation_in_a_box_is_reported(browser, tmp_path):
 
 def test_book_css_makes_wide_equations_scroll(browser, tmp_path):
     """With the book's stylesheet the same equation scrolls inside the box: no problem,
-    at either width, and its container offers a horizontal scroll bar."""
+    at either width, and it is reported as an equation that scrolls."""
     path = page(tmp_path, _proposition(LONG_TEX), math=True, book_css=True)
-    assert_clean(problems(browser, path))
+    found, facts = check_page(browser, path, "page")
+    assert_clean(found)
+    assert any("equation-wide" in e for e in facts["scrolling"][DESKTOP]), facts
+
+
+def test_equation_number_over_the_equation_is_reported(browser, tmp_path):
+    """An equation number drawn over its equation (here placed absolutely) is reported."""
+    body = ('<div class="math notranslate nohighlight" id="equation-num" '
+            'style="position: relative"><span class="eqno" style="float: none; '
+            'position: absolute; left: 50%; top: 0">(1.1)</span>'
+            r'\[ a + b + c + d + e + f + g + h \]</div>')
+    found = problems(browser, page(tmp_path, body, math=True), widths=(DESKTOP,))
+    assert [p.check for p in found] == ["overflow"], found
+    assert "equation number (1.1) overlaps" in found[0].message
+
+
+def test_long_inline_code_is_reported_and_wraps_with_book_css(browser, tmp_path):
+    """A long identifier in inline code pushes a 400-pixel page sideways (Sphinx's
+    ``.pre`` does not wrap); the book's stylesheet lets it wrap."""
+    name = "test_cfm_and_fm_losses_have_equal_gradients_on_every_path_and_time"
+    body = ('<style>.pre { white-space: nowrap; }</style><p>See <code class="docutils '
+            f'literal notranslate"><span class="pre">{name}</span></code>.</p>')
+    found = problems(browser, page(tmp_path, body, name="bare.html"))
+    assert found and {p.width for p in found} == {NARROW}, found
+    assert any("sideways" in p.message and "code" in p.element for p in found), found
+    assert_clean(problems(browser, page(tmp_path, body, book_css=True, name="book.html")))
 
 
 def test_wide_table_and_code_are_reported(browser, tmp_path):
