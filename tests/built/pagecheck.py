@@ -316,6 +316,8 @@ class Tab:
             self.browser.call("Target.closeTarget", {"targetId": self.target}, timeout=10)
         except BrowserError:
             pass
+        with self.browser._lock:  # forget its events (player frames are large data: URLs)
+            self.browser._events.pop(self.session, None)
 
 
 # ---------------------------------------------------------------------- the page's checks
