@@ -1,6 +1,6 @@
 """Sphinx extension that keeps the gmbook build honest.
 
-It does five things, each on every build (``make book`` or a bare ``jupyter-book build .``):
+It does seven things, each on every build (``make book`` or a bare ``jupyter-book build .``):
 
 1. **No stale outputs.** jupyter-cache keys a notebook on its code cells only, so an edit to
    the companion package would be served from old outputs. We fingerprint the files named by
@@ -27,11 +27,21 @@ It does five things, each on every build (``make book`` or a bare ``jupyter-book
    way). A proof prints as a plain paragraph ("*Proof.* ... □"), not as an admonition with
    an empty title bar, and ``book/_latex/gmbookpdf.sty`` (loaded last in the preamble)
    fixes what the default LaTeX setup gets wrong (missing glyphs, lines that cannot break).
+6. **Math offline.** The HTML pages load MathJax 3 from the book's own ``_static/mathjax``,
+   never from a CDN: the files come from the Python package ``django-static-mathjax``
+   (installed by ``requirements.txt``; it ships MathJax's ``es5`` tree and needs no Django),
+   and the subset that ``tex-chtml.js`` loads is copied into the built site
+   (:data:`MATHJAX_FILES`, 6.9 MB on disk; a chapter page loads about 1.3 MB of it:
+   ``tex-chtml.js``, 1.2 MB, and the few fonts it uses).
+7. **One copy of each script.** Extensions that add their inline scripts again while a page
+   is written (sphinx-thebe, sphinx-togglebutton) would declare ``const THEBE_JS_URL``
+   twice, a JavaScript error on every page; exact duplicates are dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -44,7 +54,9 @@ from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
 from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
+from sphinx.util.fileutil import copy_asset
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +234,74 @@ def _italic_lead(block: nodes.Element, word: str) -> None:
         rest = text[len(word):].lstrip()
         para.replace(para[0], nodes.Text(" " + rest) if rest else nodes.Text(" "))
         para.insert(0, nodes.emphasis(word, word))
+#: The MathJax component every page loads, relative to ``_static``.
+MATHJAX_PATH = "mathjax/tex-chtml.js"
+#: What of MathJax's ``es5`` tree goes into the site: the combined TeX-to-CommonHTML
+#: component and what it loads on demand (TeX extensions through ``autoload`` and
+#: ``require``, the web fonts, the menu and the accessibility tools with their speech maps).
+MATHJAX_FILES = ("tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2",
+                 "ui", "a11y", "sre")
+MATHJAX_MAJOR = "3"
+
+
+def mathjax_source() -> tuple[Path, str]:
+    """The installed MathJax ``es5`` folder and its version.
+
+    Raises:
+        ExtensionError: when the package that ships MathJax is absent, or is not MathJax 3.
+    """
+    spec = importlib.util.find_spec("mathjax")
+    root = Path(spec.origin).parent / "static" / "mathjax" if spec and spec.origin else None
+    if root is None or not (root / "es5" / "tex-chtml.js").is_file():
+        raise ExtensionError(
+            "gmbook: MathJax is not installed. The book serves MathJax from its own site, "
+            "not from a CDN; install it with `pip install -r requirements.txt` (the "
+            "package django-static-mathjax ships MathJax 3).")
+    version = json.loads((root / "package.json").read_text()).get("version", "")
+    if not version.startswith(MATHJAX_MAJOR + "."):
+        raise ExtensionError(f"gmbook: the installed MathJax is {version!r}, the book needs "
+                             f"MathJax {MATHJAX_MAJOR} (see requirements.txt)")
+    return root / "es5", version
+
+
+def _serve_mathjax_locally(app: Sphinx) -> None:
+    if app.builder.format != "html":
+        return
+    es5, version = mathjax_source()
+    app.config.mathjax_path = MATHJAX_PATH
+    logger.info(f"gmbook: MathJax {version} served from _static/mathjax ({es5})")
+
+
+def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
+    if app.builder.format != "html":
+        return
+    es5, _ = mathjax_source()
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for name in MATHJAX_FILES:
+        source = es5 / name
+        if source.is_dir():
+            copy_asset(str(source), str(target / name))
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+    license_file = es5.parent / "LICENSE"
+    if license_file.is_file():
+        shutil.copyfile(license_file, target / "LICENSE")
+
+
+def _drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str,
+                            context: dict[str, Any], doctree: Any) -> None:
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        key = (str(getattr(js, "filename", js) or ""),  # None and "" both mean inline
+               json.dumps(getattr(js, "attributes", {}), sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
 
 
 def _report_execution(app: Sphinx, exception: Exception | None) -> None:
@@ -285,5 +365,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # After Sphinx's toctree collector numbers figures and theorems (priority 500).
     app.connect("env-get-updated", _number_like_html, priority=900)
     app.add_post_transform(LatexProofs)
+    app.connect("builder-inited", _serve_mathjax_locally)
+    app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _drop_duplicate_scripts, priority=999)
     app.connect("build-finished", _report_execution)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
