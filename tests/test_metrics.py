@@ -16,7 +16,7 @@ from scipy import linalg as sla
 from scipy.stats import norm
 from torch.distributions import MultivariateNormal
 
-from gmbook import metrics
+from gmbook.metrics import _common, scorecards
 from gmbook.data import DIGIT_LEVELS, Banana, EightGaussians, TwoMoons, digits
 from gmbook.metrics import (
     DEFAULT_BANDWIDTHS,
@@ -310,7 +310,7 @@ def test_mmd2_blocks_give_the_same_value(monkeypatch):
     x = torch.randn(300, 3, generator=g, dtype=torch.float64)
     y = torch.randn(200, 3, generator=g, dtype=torch.float64)
     whole = float(mmd2(x, y))
-    monkeypatch.setattr(metrics, "_BLOCK", 1000)  # blocks of 3 to 5 rows
+    monkeypatch.setattr(_common, "_BLOCK", 1000)  # read by _pair_sums: blocks of 3 to 5 rows
     assert float(mmd2(x, y)) == pytest.approx(whole, rel=1e-12)
     assert float(energy_distance(x, y)) > 0
 
@@ -687,13 +687,13 @@ def test_scorecard_inputs_output_and_cache():
     """A scorecard takes a model, a callable or a tensor of samples; it is reproducible with a
     seeded generator (cached floors give identical numbers); its str() is an ASCII table."""
     data = EightGaussians()
-    metrics._REFERENCE_CACHE.clear()
+    scorecards._REFERENCE_CACHE.clear()
     kw = dict(n=200, repeats=3, metrics=("sw2", "w2", "mmd"))
     a = scorecard(data, data, generator=gen(35), **kw)
-    assert len(metrics._REFERENCE_CACHE) == 1
+    assert len(scorecards._REFERENCE_CACHE) == 1
     b = scorecard(data, data, generator=gen(35), **kw)
     assert a == b
-    metrics._REFERENCE_CACHE.clear()
+    scorecards._REFERENCE_CACHE.clear()
     assert scorecard(data, data, generator=gen(35), **kw) == a  # recomputed, same values
     samples = data.sample(600, generator=gen(36))
     c = scorecard(samples, data, generator=gen(37), **kw)

@@ -1,0 +1,123 @@
+r"""Evaluation of generative models: likelihoods, sample metrics and their noise floors.
+
+Every chapter scores its models with this package; the chapter "Evaluating generative
+models" (``book/foundations/evaluation.md``, Part I) derives what each number means. There
+are three groups.
+
+**Likelihood** (models with a tractable ``log_prob``). :func:`nll` gives the held-out
+negative log-likelihood in nats as an :class:`Estimate` (mean and standard error over the
+points); :func:`bits_per_dim` converts it, including the dequantization bound for discrete
+data (Theis et al., 2016); :func:`entropy` (Monte Carlo) and :func:`entropy_quadrature`
+(a 2-D grid) give the entropy :math:`H(p)` of a toy, the smallest NLL any model can reach;
+:func:`paired_kl` estimates the gap :math:`\mathrm{KL}(p \,\|\, q) = \mathrm{NLL}(q) - H(p)`
+on the *same* points, with a far smaller error bar than the difference of two estimates;
+:func:`nll_report` puts NLL, entropy and gap on one line.
+
+**Sample metrics** between two sample sets ``x`` ``(n, D)`` and ``y`` ``(m, D)``, vectorised
+in torch on the inputs' device and dtype: :func:`mmd2` (Gretton et al., 2012),
+:func:`energy_distance`, :func:`sliced_wasserstein2`, the exact :func:`wasserstein2` (an
+optimal-transport solver, POT), :func:`frechet_distance` (the FID formula of Heusel et al.,
+2017, on raw coordinates), :func:`precision_recall` (Kynkäänniemi et al., 2019),
+:func:`density_coverage` (Naeem et al., 2020) and the permutation test
+:func:`two_sample_test`. On features of a classifier: :func:`kid` (the Kernel Inception
+Distance of Bińkowski et al., 2018, an unbiased MMD² with a cubic kernel) and, from its
+class probabilities, :func:`inception_score` (Salimans et al., 2016).
+The torch metrics (:func:`mmd2`, :func:`energy_distance`,
+:func:`sliced_wasserstein2`) return 0-dim tensors, differentiable where the formula is; the
+solver-based and float64 ones (:func:`wasserstein2`, :func:`frechet_distance`) return
+Python floats.
+
+**Noise floors.** Every sample metric except the unbiased U-statistics (:func:`mmd2` with
+``unbiased=True``, :func:`kid`) is biased upwards at finite ``n``: two independent
+samples of the *same* distribution are at a positive distance. :func:`scorecard` therefore
+reports each metric next to its *floor* (two true sample sets of the same size) and its
+*ceiling* (:math:`\mathcal N(0, I)` against the data), and the ratio model/floor: a ratio
+near 1 means the metric cannot tell the model from the data at this ``n``.
+
+**Layout.** The functions live in submodules by topic; import them from here
+(``from gmbook.metrics import nll, scorecard``), where they are documented:
+
+- ``gmbook.metrics.likelihood``: :class:`Estimate`, :func:`nll`, :func:`bits_per_dim`,
+  :func:`paired_kl`, :func:`entropy`, :func:`entropy_quadrature`, :class:`NLLReport`,
+  :func:`nll_report`;
+- ``gmbook.metrics.distances``: the sample metrics, from :func:`mmd2` to
+  :func:`inception_score`, with :data:`DEFAULT_BANDWIDTHS` and :data:`W2_MAX_N`;
+- ``gmbook.metrics.two_sample``: :class:`TestResult` and :func:`two_sample_test`;
+- ``gmbook.metrics.scorecards``: :data:`SCORECARD_METRICS`, :class:`ScorecardRow`,
+  :class:`Scorecard` and :func:`scorecard`, with the cache of floors and ceilings and the
+  thread pool of the exact W2 solves;
+- ``gmbook.metrics._common`` (private): the argument checks and the blocked pairwise sums
+  shared by the others.
+
+Imports go one way: every submodule uses ``_common``; ``two_sample`` and ``scorecards``
+use ``distances``; nothing imports ``scorecards``.
+
+Example:
+    >>> import torch
+    >>> from gmbook.data import EightGaussians
+    >>> g = torch.Generator().manual_seed(0)
+    >>> data = EightGaussians()
+    >>> x, y = data.sample(500, generator=g), data.sample(500, generator=g)
+    >>> bool(mmd2(x, y + 0.5) > mmd2(x, y))
+    True
+    >>> round(wasserstein2(x, x), 6)
+    0.0
+"""
+
+# In the order of the old single module, which is the order of the API page.
+from gmbook.metrics.distances import DEFAULT_BANDWIDTHS
+from gmbook.metrics.scorecards import SCORECARD_METRICS
+from gmbook.metrics.distances import W2_MAX_N
+from gmbook.metrics.likelihood import (
+    Estimate,
+    nll,
+    bits_per_dim,
+    paired_kl,
+    entropy,
+    entropy_quadrature,
+    NLLReport,
+    nll_report,
+)
+from gmbook.metrics.distances import (
+    mmd2,
+    energy_distance,
+    sliced_wasserstein2,
+    wasserstein2,
+    precision_recall,
+    density_coverage,
+    frechet_gaussians,
+    frechet_distance,
+    kid,
+    inception_score,
+)
+from gmbook.metrics.two_sample import TestResult, two_sample_test
+from gmbook.metrics.scorecards import ScorecardRow, Scorecard, scorecard
+
+__all__ = [
+    "DEFAULT_BANDWIDTHS",
+    "SCORECARD_METRICS",
+    "W2_MAX_N",
+    "Estimate",
+    "NLLReport",
+    "Scorecard",
+    "ScorecardRow",
+    "TestResult",
+    "bits_per_dim",
+    "density_coverage",
+    "energy_distance",
+    "entropy",
+    "entropy_quadrature",
+    "frechet_distance",
+    "frechet_gaussians",
+    "inception_score",
+    "kid",
+    "mmd2",
+    "nll",
+    "nll_report",
+    "paired_kl",
+    "precision_recall",
+    "scorecard",
+    "sliced_wasserstein2",
+    "two_sample_test",
+    "wasserstein2",
+]
