@@ -247,18 +247,35 @@ def test_ddim_eta_one_is_posterior_sample():
     torch.testing.assert_close(step, mean + var.sqrt() * z)
 
 
-def test_sampler_makes_steps_network_calls_and_path():
-    """The strided sampler calls the network ``steps`` times; the path has steps + 1 states."""
-    calls = []
-    net = MLP(2, hidden=8, time_dim=8)
-    model = DDPM(net, T=100)
-    net.register_forward_hook(lambda *a: calls.append(1))
-    model.sample(3, steps=7, generator=gen(0))
-    assert len(calls) == 0  # the shared-time fast path does not call forward
-    path = model.sample(3, steps=7, generator=gen(0), return_path=True)
+class _Counting(nn.Module):
+    """Wraps a network and counts its forward calls (not an MLP: no fast path)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        self.calls += 1
+        return self.net(x, t)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_sampler_makes_steps_network_calls_and_path(deterministic):
+    """[eq-ddpm-ddim] The strided sampler evaluates the network exactly ``steps`` times, on
+    the evenly spaced sub-sequence from T to 0; the path has steps + 1 states."""
+    counted = _Counting(MLP(2, hidden=8, time_dim=8))
+    model = DDPM(counted, T=100)
+    model.sample(3, steps=7, generator=gen(0), deterministic=deterministic)
+    assert counted.calls == 7
+    counted.calls = 0
+    path = model.sample(3, steps=7, generator=gen(0), return_path=True,
+                        deterministic=deterministic)
+    assert counted.calls == 7
     assert path.states.shape == (8, 3, 2) and path.x0_preds.shape == (8, 3, 2)
-    assert path.steps[0] == 100 and path.steps[-1] == 0
-    torch.testing.assert_close(path.states[-1], path.samples)
+    assert path.steps.tolist() == [100, 86, 71, 57, 43, 29, 14, 0]
+    counted.calls = 0
+    model.sample(2, generator=gen(0))
+    assert counted.calls == 100  # the full ancestral sampler: T calls
 
 
 def test_fast_path_equals_mlp():
@@ -314,22 +331,70 @@ def test_elbo_bounds_the_gaussian_nll():
     assert bound.mean() > nll.mean() + 0.1  # the fixed reverse variances leave a gap
 
 
-def test_kl_term_is_weighted_eps_error():
-    """[eq-ddpm-kl-term] L_{t-1} = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))
-    ||eps - eps_hat||^2 with sigma_t^2 = tilde beta_t."""
+def test_elbo_with_beta_variance_is_tight_for_standard_normal_data():
+    """[eq-ddpm-elbo] (exercise ddpm_ex1) For N(0, I) data the forward chain is stationary
+    and reversible, so with the exact predictor and sigma_t^2 = beta_t every reverse
+    transition, the decoder and the prior are exact: the expected bound equals the exact
+    NLL. With sigma_t^2 = tilde beta_t the bound stays strictly above it."""
+    T, D, n = 100, 2, 2000
+    model, m, s = gaussian_model(T=T, m=(0.0, 0.0), s=1.0)
+    x = torch.randn(n, D, generator=gen(12), dtype=F64)
+    nll = (0.5 * x**2 + 0.5 * math.log(2 * math.pi)).sum(1)
+    gap = {}
+    for variance in ("beta", "posterior"):
+        bound = model.nll_bound(x, generator=gen(13), variance=variance)
+        d = bound - nll
+        gap[variance] = (float(d.mean()), float(d.std()) / math.sqrt(n))
+    mean, se = gap["beta"]
+    assert abs(mean) < 4 * se + 1e-3, gap
+    mean_post, se_post = gap["posterior"]
+    assert mean_post > 0.5 and mean_post > 10 * se_post, gap
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_bound_terms_are_gaussian_kls(variance):
+    """[eq-ddpm-elbo, eq-ddpm-kl-term] Each term L_{t-1} (t >= 2) of the bound is the KL
+    divergence between q(x_{t-1} | x_t, x_0) and the model's Gaussian N(mu_theta, sigma_t^2 I),
+    computed here by torch.distributions from the posterior of ``posterior_mean_var``;
+    sigma_t^2 is tilde beta_t ("posterior") or beta_t ("beta")."""
     model = DDPM(MLP(3, hidden=8, time_dim=8).double(), (3,), T=100)
     g = gen(11)
     x0 = torch.randn(5, 3, generator=g, dtype=F64)
     eps = torch.randn(5, 3, generator=g, dtype=F64)
     t = torch.tensor([2, 5, 30, 77, 100])
+    ab, ab_prev = model.alpha_bar[t][:, None], model.alpha_bar[t - 1][:, None]
+    xt = q_sample(x0, ab, eps)
+    _, x0_hat = model.predict(xt, t)
+    terms = model._kl_terms(x0, x0_hat, xt, t, None, variance)
+    mean, var = posterior_mean_var(x0, xt, ab, ab_prev)
+    mean_model, _ = posterior_mean_var(x0_hat, xt, ab, ab_prev)
+    sigma2 = var if variance == "posterior" else model.betas[t][:, None]
+    q = torch.distributions.Normal(mean, var.sqrt().expand_as(mean))
+    p = torch.distributions.Normal(mean_model, sigma2.sqrt().expand_as(mean))
+    torch.testing.assert_close(terms, torch.distributions.kl_divergence(q, p).sum(1))
+
+
+def test_kl_term_is_weighted_eps_error():
+    """[eq-ddpm-kl-term] With sigma_t^2 = tilde beta_t, L_{t-1} is proportional to the
+    squared noise error, with the same weight for every draw at a given t: the ratio of the
+    term to ||eps - eps_hat||^2 does not depend on x_0 or eps, and it equals the weight
+    computed from the posterior coefficient of x_0 (exercise ddpm_ex2)."""
+    model = DDPM(MLP(3, hidden=8, time_dim=8).double(), (3,), T=100)
+    g = gen(11)
+    t = torch.tensor([2, 5, 30, 77, 100]).repeat(2)
+    x0 = torch.randn(10, 3, generator=g, dtype=F64)
+    eps = torch.randn(10, 3, generator=g, dtype=F64)
     ab = model.alpha_bar[t][:, None]
     xt = q_sample(x0, ab, eps)
     eps_hat, x0_hat = model.predict(xt, t)
-    terms = model._kl_terms(x0, x0_hat, xt, t, None)
-    beta = model.betas[t][:, None]
-    tilde = (1 - model.alpha_bar[t - 1][:, None]) / (1 - ab) * beta
-    w = beta**2 / (2 * tilde * (1 - beta) * (1 - ab))
-    torch.testing.assert_close(terms, (w * (eps - eps_hat) ** 2).sum(1))
+    ratio = model._kl_terms(x0, x0_hat, xt, t, None) / (eps - eps_hat).pow(2).sum(1)
+    torch.testing.assert_close(ratio[:5], ratio[5:])
+    # weight from the posterior: coefficient of x0 in tilde mu, times d x0 / d eps
+    ones = torch.ones(5, 1, dtype=F64)
+    coef = posterior_mean_var(ones, 0 * ones, ab[:5], model.alpha_bar[t[:5] - 1][:, None])
+    c, var = coef[0][:, 0], coef[1][:, 0]
+    w = c**2 * (1 - ab[:5, 0]) / ab[:5, 0] / (2 * var)
+    torch.testing.assert_close(ratio[:5], w)
 
 
 def test_discretized_decoder_is_a_distribution():

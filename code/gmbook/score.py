@@ -7,7 +7,7 @@ depend on the normalising constant, and Langevin dynamics needs nothing else
 - objectives: the explicit score matching loss (the Fisher divergence, eq. ``eq-sm-esm``),
   which needs the true score; implicit score matching (eq. ``eq-sm-ism``,
   :prf:ref:`thm-sm-ism`) with its exact Jacobian trace; sliced score matching with random
-  projections (eq. ``eq-sm-ssm``); denoising score matching (eq. ``eq-sm-dsm``,
+  projections (eq. ``eq-sm-ssm``, ``eq-sm-ssm-vr``); denoising score matching (eq. ``eq-sm-dsm``,
   :prf:ref:`thm-sm-dsm`);
 - Tweedie's formula (eq. ``eq-sm-tweedie``): the posterior mean of clean data given a noisy
   point is one score step away from it;
@@ -213,9 +213,10 @@ def sliced_score_matching(
         J_{\mathrm{SSM}}(\theta) = \mathbb E_{p}\, \mathbb E_{v} \Big[ v^\top \nabla_x
         s_\theta(x)\, v + \tfrac12 \big(v^\top s_\theta(x)\big)^2 \Big].
 
-    With ``variance_reduction`` (SSM-VR) the second term is replaced by its expectation over
-    :math:`v`, :math:`\tfrac12 \|s_\theta(x)\|^2`. Either way the estimate is unbiased for
-    :math:`J_{\mathrm{ISM}}`.
+    This is the basic objective of Song et al. (2019). With ``variance_reduction`` (their
+    SSM-VR, eq. ``eq-sm-ssm-vr``, the default) the second term is replaced by its expectation
+    over :math:`v`, :math:`\tfrac12 \|s_\theta(x)\|^2`, exact for Gaussian and Rademacher
+    directions. Either way the estimate is unbiased for :math:`J_{\mathrm{ISM}}`.
 
     Args:
         score: :math:`s_\theta`, ``(B, D) -> (B, D)``, differentiable in its input.
@@ -223,7 +224,8 @@ def sliced_score_matching(
         projections: directions :math:`M` per point.
         distribution: ``"gaussian"`` (:math:`v \sim \mathcal N(0, I)`) or ``"rademacher"``
             (independent signs).
-        variance_reduction: use :math:`\tfrac12\|s\|^2` for the second term.
+        variance_reduction: use :math:`\tfrac12\|s\|^2` for the second term (SSM-VR)
+            instead of :math:`\tfrac12 (v^\top s)^2` (SSM).
         generator: source of the directions.
 
     Returns:
