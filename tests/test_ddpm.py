@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from gmbook import ddpm
 from gmbook.ddpm import (
     DDPM,
     alpha_bars,
@@ -276,24 +275,6 @@ def test_sampler_makes_steps_network_calls_and_path(deterministic):
     counted.calls = 0
     model.sample(2, generator=gen(0))
     assert counted.calls == 100  # the full ancestral sampler: T calls
-
-
-def test_fast_path_equals_mlp():
-    """The fast evaluation of an MLP (time branch once per distinct step, folded biases,
-    chunks of rows) equals calling it: for one shared step, and for per-row steps with
-    autograd off, over more rows than one chunk."""
-    net = MLP(4, hidden=16, time_dim=8)
-    model = DDPM(net, (4,), T=50)
-    x = torch.randn(5, 4)
-    torch.testing.assert_close(model.net_output(x, 13), net(x, torch.full((5,), 13 / 50)))
-    n = ddpm._CHUNK + 300
-    x, t = torch.randn(n, 4), torch.randint(1, 51, (n,))
-    with torch.no_grad():
-        torch.testing.assert_close(model.net_output(x, t), net(x, t / 50))
-        torch.testing.assert_close(model.net_output(x, 7), net(x, torch.full((n,), 7 / 50)))
-    out = model.net_output(x, 7)  # with autograd on, gradients flow
-    out.sum().backward()
-    assert net.layers[0].weight.grad is not None
 
 
 def test_clip_changes_standardized_samples():
