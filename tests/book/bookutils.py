@@ -337,6 +337,21 @@ def _parse_code(source: str) -> ast.Module:
         return ast.parse(blank(lambda s: s.startswith(("%", "!", "?")) or s.endswith("?")))
 
 
+def calls_named(cells: list[Any], name: str) -> list[ast.Call]:
+    """Every call ``name(arg, ...)`` or ``obj.name(arg, ...)`` with at least one positional
+    argument in the given code cells."""
+    out = []
+    for cell in cells:
+        for node in ast.walk(_parse_code(cell.source)):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called == name:
+                out.append(node)
+    return out
+
+
 def glue_produced(cells: list[Any]) -> list[re.Pattern]:
     """Patterns of the keys glued by ``glue(key, ...)`` calls in the given code cells.
 
@@ -344,23 +359,16 @@ def glue_produced(cells: list[Any]) -> list[re.Pattern]:
     becomes a pattern with ``.+`` for every ``{...}``.
     """
     patterns = []
-    for cell in cells:
-        for node in ast.walk(_parse_code(cell.source)):
-            if not isinstance(node, ast.Call) or not node.args:
-                continue
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if name != "glue":
-                continue
-            key = node.args[0]
-            if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                patterns.append(re.compile(re.escape(key.value)))
-            elif isinstance(key, ast.JoinedStr):
-                parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".+"
-                         for v in key.values]
-                patterns.append(re.compile("".join(parts)))
-            else:
-                patterns.append(re.compile(".+"))  # a computed key: matches anything
+    for node in calls_named(cells, "glue"):
+        key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            patterns.append(re.compile(re.escape(key.value)))
+        elif isinstance(key, ast.JoinedStr):
+            parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".+"
+                     for v in key.values]
+            patterns.append(re.compile("".join(parts)))
+        else:
+            patterns.append(re.compile(".+"))  # a computed key: matches anything
     return patterns
 
 
@@ -385,18 +393,11 @@ def guarded_claims(cells: list[Any]) -> list[tuple[str | None, int]]:
     can find it there).
     """
     out = []
-    for cell in cells:
-        for node in ast.walk(_parse_code(cell.source)):
-            if not isinstance(node, ast.Call) or not node.args:
-                continue
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if name != "claim":
-                continue
-            arg = node.args[0]
-            literal = arg.value if isinstance(arg, ast.Constant) and \
-                isinstance(arg.value, str) else None
-            out.append((literal, node.lineno))
+    for node in calls_named(cells, "claim"):
+        arg = node.args[0]
+        literal = arg.value if isinstance(arg, ast.Constant) and \
+            isinstance(arg.value, str) else None
+        out.append((literal, node.lineno))
     return out
 
 
