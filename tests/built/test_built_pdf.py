@@ -241,9 +241,8 @@ def test_latex_log_has_no_missing_characters(built):
 # invisible: less than the width of a letter).
 OVERFULL_TOLERANCE_PT = 3.0
 # Lines over the tolerance that LaTeX cannot fix: a display equation too wide for the page
-# needs a line break (\\) in the chapter's source. One is left (Chapter 8, the proof of
-# the denoising score matching theorem); lower this when it is broken.
-OVERFULL_ALLOWED = 1
+# needs a line break (\\) in the chapter's source. None is left.
+OVERFULL_ALLOWED = 0
 
 
 def test_latex_log_has_no_overfull_lines(built):
