@@ -2,7 +2,7 @@
 broken on purpose, and passes on the same page mended.
 
 These tests need no built book (they run in ``make test``), only Chromium: without it they
-are skipped, or fail when ``CI=true`` (see ``conftest.py``). The math pages load the MathJax
+are skipped, or fail when ``CI=true`` (see ``tests/conftest.py``). The math pages load the MathJax
 the book serves (``django-static-mathjax``, see ``book/_ext/gmbook_sphinx.py``) with the
 book's own MathJax configuration from ``_config.yml``, and the mended pages load the book's
 stylesheet ``book/_static/gmbook.css``: what is tested here is what the book ships.
