@@ -70,9 +70,11 @@ def _bt(t: Tensor, x: Tensor) -> Tensor:
 
 
 class GaussianPath:
-    r"""The path :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`: its coefficients and their
-    time derivatives. Subclasses implement :meth:`alpha`, :meth:`sigma`, :meth:`d_alpha`,
-    :meth:`d_sigma` for a tensor of times (float64 inside, returned in the input's dtype).
+    r"""A Gaussian path: its coefficients and their time derivatives.
+
+    The path is :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`. Subclasses implement
+    ``alpha``, ``sigma``, ``d_alpha`` and ``d_sigma`` for a tensor of times (float64 inside,
+    returned in the input's dtype).
 
     Attributes:
         t_min, t_max: the interval of times on which the path is defined.
@@ -98,10 +100,12 @@ class GaussianPath:
         return 2 * (self.alpha(t).log() - self.sigma(t).log())
 
     def diffusion2(self, t: Tensor) -> Tensor:
-        r"""The squared diffusion coefficient :math:`g_t^2 = \frac{\mathrm d\sigma_t^2}{\mathrm
-        d t} - 2 \frac{\dot\alpha_t}{\alpha_t} \sigma_t^2` of the forward SDE
-        :math:`\mathrm d x = \frac{\dot\alpha_t}{\alpha_t} x\, \mathrm d t + g_t\, \mathrm d W`
-        whose marginals are those of the path."""
+        r"""The squared diffusion coefficient of the forward SDE with the path's marginals.
+
+        That SDE is :math:`\mathrm d x = \frac{\dot\alpha_t}{\alpha_t} x\, \mathrm d t +
+        g_t\, \mathrm d W` with :math:`g_t^2 = \frac{\mathrm d\sigma_t^2}{\mathrm d t} -
+        2 \frac{\dot\alpha_t}{\alpha_t} \sigma_t^2`.
+        """
         a, s = self.alpha(t), self.sigma(t)
         return 2 * s * self.d_sigma(t) - 2 * self.d_alpha(t) / a * s**2
 
@@ -382,8 +386,9 @@ class _Recorder:
 @torch.no_grad()
 def euler(pred: Prediction, x: Tensor, grid: Tensor, *,
           generator: torch.Generator | None = None, return_path: bool = False) -> SamplePath:
-    r"""Euler steps of the probability-flow ODE, :math:`x_{k+1} = x_k + (t_{k+1} - t_k)\,
-    u(x_k, t_k)`; one network call per step.
+    r"""Euler steps of the probability-flow ODE; one network call per step.
+
+    Each step is :math:`x_{k+1} = x_k + (t_{k+1} - t_k)\, u(x_k, t_k)`.
 
     Args:
         pred: the model's prediction.

@@ -156,6 +156,7 @@ Checkers of Appendix A, *Probability theory*:
 ``self_normalized_is``    ``fn(log_w, fx) -> (estimate, ess)``, self-normalized estimate
                           and effective sample size, both 0-dim
 ========================  ==============================================================
+
 .. checker-table-end
 
 A new checker is a :class:`Checker` (a reference function, a function that makes the

@@ -22,7 +22,7 @@ def write(path: Path) -> bool:
     """Rewrite the table in ``path``; return whether the file changed."""
     text = path.read_text()
     i, j = text.index(START) + len(START), text.index(END)
-    new = text[:i] + "\n" + checker_table() + "\n" + text[j:]
+    new = text[:i] + "\n" + checker_table() + "\n\n" + text[j:]  # reST: blank after a table
     if new != text:
         path.write_text(new)
     return new != text
