@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
                             describe)
-from gmbook.mcmc import log_prob_and_grad, mala
+from gmbook.mcmc import langevin_step, log_prob_and_grad, mala
 from gmbook.nets import MLP
 from gmbook.problem import GridDensity
 
@@ -115,8 +115,8 @@ def langevin(
     sigmas = _noise_schedule(noise, steps)
     generator = check_generator(generator)
     for sigma in sigmas:
-        xi = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = x - h * _energy_grad(energy, x) + sigma * math.sqrt(2 * h) * xi
+        x = langevin_step(x, -_energy_grad(energy, x), h, noise_scale=sigma,
+                          generator=generator)
     return x
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from gmbook._checks import check_generator, check_int, check_nonnegative, check_positive, describe
+from gmbook._random import rand, randn
 
 __all__ = [
     "Chains",
@@ -56,6 +57,7 @@ __all__ = [
     "hamiltonian",
     "hmc",
     "inverse_cdf_sample",
+    "langevin_step",
     "leapfrog",
     "log_prob_and_grad",
     "mala",
@@ -175,7 +177,7 @@ def inverse_cdf_sample(
         raise TypeError(f"icdf must be a callable, got {describe(icdf)}")
     n = check_int("n", n)
     generator = check_generator(generator)
-    u = torch.rand(n, generator=generator, dtype=dtype)
+    u = rand((n,), dtype=dtype, generator=generator)
     u = u.clamp_min(torch.finfo(dtype).tiny)  # U in (0, 1): F^{-1}(0) may be -inf
     x = icdf(u)
     if not isinstance(x, Tensor) or x.shape != (n,):
@@ -259,8 +261,7 @@ def rejection_sample(
             worst = float(log_ratio.max())
             raise ValueError(f"the envelope fails: log p~(x) - log M - log q(x) = {worst:.3g} > 0 "
                              "at a proposal; increase log_m")
-        u = torch.rand(batch_size, generator=generator, dtype=log_ratio.dtype,
-                       device=log_ratio.device)
+        u = rand((batch_size,), like=log_ratio, generator=generator)
         ok = torch.log(u) < log_ratio
         hits = torch.nonzero(ok).squeeze(1)
         need = n - accepted
@@ -372,13 +373,53 @@ def _run(
 
 def _mh_accept(log_alpha: Tensor, generator: torch.Generator | None) -> Tensor:
     """Accept with probability min(1, exp(log_alpha)), per chain: a bool mask (C,)."""
-    u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype,
-                   device=log_alpha.device)
+    u = rand(log_alpha.shape, like=log_alpha, generator=generator)
     return torch.log(u) < log_alpha
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return randn(x.shape, like=x, generator=generator)
+
+
+def langevin_step(x: Tensor, grad: Tensor, step_size: float, *, noise_scale: float = 1.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    r"""One Langevin step, eq. ``eq-samp-ula``: the one the package has.
+
+    :math:`x' = x + h\, g + \sigma \sqrt{2h}\, \xi` with :math:`\xi \sim \mathcal N(0, I)`
+    drawn from ``generator``, where :math:`g` is the gradient of the log-density (or a
+    score) at ``x``. With :math:`\sigma = 1` this is the unadjusted Langevin algorithm
+    (:func:`ula`), with :math:`\sigma = 0` a gradient-ascent step; a constant
+    :math:`\sigma` is ULA with step :math:`h\sigma^2` on the tempered density
+    :math:`\tilde p^{1/\sigma^2}`. Every Langevin sampler of the book (:func:`ula`,
+    :func:`gmbook.ebm.langevin`, :func:`gmbook.score.langevin`,
+    :func:`gmbook.score.annealed_langevin` and the samplers' correctors) takes this step.
+
+    Args:
+        x: the states, shape ``(C, *D)``.
+        grad: :math:`\nabla \log \tilde p(x)` (or the score), same shape as ``x``.
+        step_size: :math:`h > 0`.
+        noise_scale: :math:`\sigma \ge 0`.
+        generator: source of :math:`\xi`.
+
+    Returns:
+        The new states, shape of ``x``.
+
+    Example:
+        >>> x = torch.zeros(3, 2)
+        >>> langevin_step(x, -x, 0.1, noise_scale=0.0).abs().max().item()
+        0.0
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {describe(x)}")
+    if not isinstance(grad, Tensor) or grad.shape != x.shape:
+        raise ValueError(f"grad must be a tensor of the shape of x {tuple(x.shape)}, got "
+                         f"{describe(grad)}")
+    h = check_positive("step_size", step_size)
+    sigma = check_nonnegative("noise_scale", noise_scale)
+    x = x + h * grad
+    if sigma > 0:
+        x = x + sigma * math.sqrt(2 * h) * randn(x.shape, like=x, generator=generator)
+    return x
 
 
 def random_walk_mh(
@@ -461,7 +502,7 @@ def ula(
     def step() -> tuple[Tensor, Tensor]:
         nonlocal x
         _, grad = log_prob_and_grad(log_prob, x)
-        x = x + h * grad + math.sqrt(2 * h) * _noise(x, generator)
+        x = langevin_step(x, grad, h, generator=generator)
         return x, ones
 
     samples, acc = _run(step, steps, burn_in, thin)
@@ -641,7 +682,7 @@ def hmc(
     def step() -> tuple[Tensor, Tensor]:
         nonlocal x, lp, grad
         p = _noise(x, generator)
-        u = torch.rand(x.shape[0], 1, generator=generator, dtype=x.dtype, device=x.device)
+        u = rand((x.shape[0], 1), like=x, generator=generator)
         hc = h * (1 + jitter * (2 * u - 1))  # (C, 1)
         xn, pn = x, p + 0.5 * hc * grad
         for i in range(n_leapfrog):

@@ -39,7 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from gmbook._checks import check_generator, check_int, check_positive, describe
+from gmbook._random import randn
 from gmbook.densities import GaussianMixture
+from gmbook.mcmc import langevin_step
 from gmbook.nets import MLP, append_dims
 
 __all__ = [
@@ -104,7 +106,7 @@ def _check_sigma(sigma: object, x: Tensor) -> Tensor:
 
 
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return randn(x.shape, like=x, generator=generator)
 
 
 # ------------------------------------------------------------------ score matching losses
@@ -237,7 +239,7 @@ def sliced_score_matching(
     if distribution not in ("gaussian", "rademacher"):
         raise ValueError(f"distribution must be 'gaussian' or 'rademacher', got {distribution!r}")
     generator = check_generator(generator)
-    v = torch.randn((m, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
+    v = randn((m, *x.shape), like=x, generator=generator)
     if distribution == "rademacher":
         v = v.sign()
     with torch.enable_grad():
@@ -446,7 +448,7 @@ def langevin(
     generator = check_generator(generator)
     with torch.no_grad():
         for _ in range(steps):
-            x = x + h * _call_score(score, x) + math.sqrt(2 * h) * _randn_like(x, generator)
+            x = langevin_step(x, _call_score(score, x), h, generator=generator)
     return x
 
 
@@ -540,8 +542,7 @@ def annealed_langevin(
         for i, s in enumerate(sig):
             alpha = eps * (s / sig[-1]) ** 2
             for _ in range(t):
-                noise = _randn_like(x, generator)
-                x = x + alpha * score(x, i) + math.sqrt(2 * alpha) * noise
+                x = langevin_step(x, score(x, i), alpha, generator=generator)
             path.append(x)
         out = x + sig[-1] ** 2 * score(x, len(sig) - 1) if denoise else x
     return AnnealedPath(out, torch.stack(path)) if return_path else out
@@ -659,7 +660,7 @@ class NCSN(nn.Module):
         n = check_int("n", n)
         generator = check_generator(generator)
         p = self.sigmas
-        x0 = torch.randn((n, self.dim), generator=generator, dtype=p.dtype, device=p.device)
+        x0 = randn((n, self.dim), like=p, generator=generator)
         x0 = x0 * math.sqrt(1 + float(p[0]) ** 2)
         return annealed_langevin(self.score, x0, p, steps_per_level=steps_per_level, eps=eps,
                                  denoise=denoise, generator=generator, return_path=return_path)
