@@ -5,6 +5,12 @@ Usage: ``python book/_ext/run_chapter.py book/diffusion/ddpm.md [--save out.ipyn
 folder with ``GMBOOK_STATIC=1``, like the build; a cell error stops it with the traceback.
 ``--save`` writes the executed notebook (outputs included) so that its figures can be looked
 at; ``--cells`` prints the slowest cells.
+
+Besides wall-clock seconds it reports the kernel's CPU seconds (user + system, all threads,
+read from ``/proc`` on Linux), per cell and in total: on a machine shared with other work the
+wall clock inflates with the load while the CPU time of a one-thread cell barely moves, so
+CPU seconds are the measure to compare two versions of a chapter on a busy machine (a cell on
+two threads counts both).
 """
 
 from __future__ import annotations
@@ -32,6 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", allow_errors=False,
         record_timing=True, resources={"metadata": {"path": str(args.chapter.parent)}})
+    cpu: dict[int, float] = {}
+    marks: dict[int, float] = {}
+
+    def kernel_cpu() -> float:
+        try:
+            pid = client.km.provisioner.process.pid
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, ValueError, IndexError):
+            return float("nan")
+
+    def before(cell, cell_index, **_):
+        marks[cell_index] = kernel_cpu()
+
+    def after(cell, cell_index, **_):
+        cpu[cell_index] = kernel_cpu() - marks.get(cell_index, float("nan"))
+
+    client.on_cell_execute = before
+    client.on_cell_executed = after
     start = time.perf_counter()
     try:
         client.execute()
@@ -48,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
             t1 = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
             first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-            rows.append(((t1 - t0).total_seconds(), k, first[:60]))
-    print(f"{args.chapter}: executed in {total:.1f} s")
-    for seconds, k, first in sorted(rows, reverse=True)[: args.cells]:
-        print(f"  {seconds:6.1f} s  cell {k:3d}  {first}")
+            rows.append(((t1 - t0).total_seconds(), cpu.get(k, float("nan")), k, first[:56]))
+    cpu_total = sum(r[1] for r in rows)
+    print(f"{args.chapter}: executed in {total:.1f} s (cells: {cpu_total:.1f} CPU s)")
+    for seconds, cpu_s, k, first in sorted(rows, reverse=True)[: args.cells]:
+        print(f"  {seconds:6.1f} s {cpu_s:6.1f} CPU s  cell {k:3d}  {first}")
     return 0
 
 
