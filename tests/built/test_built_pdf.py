@@ -129,6 +129,26 @@ def test_latex_log_has_no_undefined_references(built):
     assert not found, f"{log_path.name}: {sorted(set(found))[:10]}"
 
 
+# TeX that the bibliography printed as text: pybtex (sphinxcontrib-bibtex) reads braces and
+# accents but no math, so a title with ``$\widehat{R}$`` reached the PDF as "$\widehat R$",
+# escaped by the LaTeX writer. Titles write such symbols in Unicode (``{R\u0302}``).
+_LITERAL_TEX = re.compile(r"\\\$|\\textbackslash|\\textasciicircum|\\\{|\\\}")
+
+
+def test_bibliography_prints_no_raw_tex(built):
+    """No bibliography entry prints TeX markup literally (a ``$``, a backslash or a brace
+    escaped by the LaTeX writer): what a BibTeX field says is typeset, not shown."""
+    tex = _latex(built) / f"{NAME}.tex"
+    assert tex.is_file(), f"{tex} was not written"
+    bibliographies = re.findall(r"\\begin\{sphinxthebibliography\}.*?"
+                                r"\\end\{sphinxthebibliography\}",
+                                tex.read_text(encoding="utf-8"), flags=re.S)
+    assert bibliographies, f"no bibliography in {tex.name}"
+    found = [b[max(0, m.start() - 80):m.end() + 30] for b in bibliographies
+             for m in _LITERAL_TEX.finditer(b)]
+    assert not found, f"TeX printed literally in the bibliography: {found[:5]}"
+
+
 # --------------------------------------------------------------------------- numbering
 
 # Kinds whose numbers sphinx-proof and sphinx-exercise print as text (not LaTeX counters).
