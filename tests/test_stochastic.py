@@ -389,3 +389,33 @@ def test_arguments_are_checked(call, error):
     """Public functions reject bad arguments with a clear error."""
     with pytest.raises(error):
         call()
+
+
+def test_likelihood_bound_holds_and_is_strict_for_a_non_score():
+    """[eq-sc-likelihood-bound] With OU forward (theta = 1, T = 5), data N(1.5, 0.25) and a
+    model score s = true score + c (not the score of any diffused law), the model's end law
+    q_0 (Gaussian: the reverse SDE is linear) satisfies KL(p_0 || q_0) <= KL(p_T || pi) +
+    (1/2) int g^2 c^2 dt = KL(p_T || pi) + theta c^2 T, and strictly (by more than half):
+    the path KL also counts what the paths carry beyond their end points."""
+    from gmbook.probability import gaussian_kl
+
+    path = OUPath(theta=1.0, t_max=5.0)
+    m, v, c, n = 1.5, 0.25, 0.3, 40_000
+
+    def score(x, t):
+        a, s = path.alpha(t[0]).item(), path.sigma(t[0]).item()
+        return -(x - a * m) / (a * a * v + s * s) + c
+
+    x = torch.randn(n, 1, dtype=F64, generator=_gen(20))
+    grid = torch.cat([torch.logspace(math.log10(5.0), -3, 800, dtype=F64),
+                      torch.zeros(1, dtype=F64)])
+    out = euler_maruyama(Prediction(score, "score", path), x, grid, generator=_gen(21))
+    q_mean, q_var = out.samples.mean(), out.samples.var()
+    one = torch.ones(1, dtype=F64)
+    kl = gaussian_kl(m * one, v * one[:, None], q_mean * one, q_var * one[:, None]).item()
+    a_t, s2_t = path.alpha(torch.tensor(5.0, dtype=F64)), path.sigma(torch.tensor(5.0)) ** 2
+    prior = gaussian_kl(a_t * m * one, (a_t**2 * v + s2_t) * one[:, None], 0 * one,
+                        one[:, None]).item()
+    bound = prior + 1.0 * c**2 * 5.0
+    assert 1e-3 < kl < 0.5 * bound, (kl, bound)
+    assert q_mean.item() > m + 0.02  # the constant c pushes the end law up
