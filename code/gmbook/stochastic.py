@@ -20,7 +20,7 @@ The pieces the appendix derives and checks by simulation, each citing its equati
 * the Girsanov KL divergence between two path measures (:func:`girsanov_kl`, eq.
   ``eq-sc-girsanov-kl``).
 
-Noise is drawn through :func:`gmbook._random.randn`; nothing here seeds a global RNG.
+Noise is drawn through ``gmbook._random.randn``; nothing here seeds a global RNG.
 """
 
 from __future__ import annotations
@@ -58,9 +58,6 @@ __all__ = [
     "random_walk",
     "stratonovich_sum",
 ]
-
-Field = Callable[[Tensor, Tensor], Tensor]
-
 
 def _check_tensor(name: str, x: object, min_ndim: int = 1) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -206,7 +203,7 @@ def _check_step(f: object, g: object, x: object, h: object, dw: object) -> tuple
     return x, float(h)
 
 
-def em_step(f: Field, g: Field, x: Tensor, t: float, h: float, dw: Tensor) -> Tensor:
+def em_step(f: Callable, g: Callable, x: Tensor, t: float, h: float, dw: Tensor) -> Tensor:
     r"""One Euler-Maruyama step (eq. ``eq-sc-em``):
     :math:`x + f(x, t)\, h + g(x, t)\, \Delta W`.
 
@@ -229,7 +226,7 @@ def em_step(f: Field, g: Field, x: Tensor, t: float, h: float, dw: Tensor) -> Te
     return x + f(x, tt) * h + g(x, tt) * dw
 
 
-def milstein_step(f: Field, g: Field, dg: Field, x: Tensor, t: float, h: float,
+def milstein_step(f: Callable, g: Callable, dg: Callable, x: Tensor, t: float, h: float,
                   dw: Tensor) -> Tensor:
     r"""One Milstein step (eq. ``eq-sc-milstein``):
     :math:`x + f h + g\, \Delta W + \tfrac12 g\, \partial_x g\, (\Delta W^2 - h)`.
@@ -263,8 +260,8 @@ class SDEPath:
     states: Tensor | None = None
 
 
-def integrate_sde(f: Field, g: Field, x0: Tensor, grid: Tensor, *, scheme: str = "em",
-                  dg: Field | None = None, increments: Tensor | None = None,
+def integrate_sde(f: Callable, g: Callable, x0: Tensor, grid: Tensor, *, scheme: str = "em",
+                  dg: Callable | None = None, increments: Tensor | None = None,
                   generator: torch.Generator | None = None,
                   return_path: bool = False) -> SDEPath:
     r"""Integrate :math:`\mathrm d x = f(x, t)\, \mathrm d t + g(x, t)\, \mathrm d W` on a
@@ -379,7 +376,8 @@ class OUPath(GaussianPath):
     :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` with :math:`\alpha_t = e^{-\theta t}`,
     :math:`\sigma_t = \sqrt{1 - e^{-2\theta t}}` (eq. ``eq-sc-ou-transition`` with
     :math:`\mu = 0`, :math:`\sigma^2 = 2\theta`); its stationary law is
-    :math:`\mathcal N(0, I)`. Then :meth:`diffusion2` is the constant :math:`2\theta`, and
+    :math:`\mathcal N(0, I)`. Then
+    :meth:`gmbook.samplers.GaussianPath.diffusion2` is the constant :math:`2\theta`, and
     :func:`gmbook.samplers.euler_maruyama` runs its reverse-time SDE (eq. ``eq-sc-reverse``).
 
     Args:
@@ -501,7 +499,7 @@ def fokker_planck_1d(drift: Callable[[Tensor], Tensor], diffusion2: float | Call
 # --------------------------------------------------------------------------- Girsanov
 
 
-def girsanov_kl(drift_p: Field, drift_q: Field, g: Field, states: Tensor,
+def girsanov_kl(drift_p: Callable, drift_q: Callable, g: Callable, states: Tensor,
                 times: Tensor) -> Tensor:
     r"""Per-path Girsanov integrand of eq. ``eq-sc-girsanov-kl``, on paths drawn from
     :math:`P`: :math:`\tfrac12 \sum_k \lVert (f_P - f_Q)/g \rVert^2 (x_{t_k}, t_k)\,
@@ -514,7 +512,7 @@ def girsanov_kl(drift_p: Field, drift_q: Field, g: Field, states: Tensor,
         drift_p, drift_q: the two drifts, ``f(x, t)`` as in :func:`em_step`.
         g: the common diffusion coefficient (nonzero).
         states: paths of :math:`P`, shape ``(K + 1, B, *D)`` (e.g.
-            :attr:`SDEPath.states`).
+            ``SDEPath.states``).
         times: the grid, shape ``(K + 1,)``.
 
     Returns:
