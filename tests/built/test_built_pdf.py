@@ -149,6 +149,20 @@ def test_bibliography_prints_no_raw_tex(built):
     assert not found, f"TeX printed literally in the bibliography: {found[:5]}"
 
 
+def test_html_bibliography_prints_no_raw_tex(built):
+    """The same on the web page: no ``$`` or backslash in the text of any entry."""
+    from bs4 import BeautifulSoup
+
+    page = built / "html" / "book" / "bibliography.html"
+    if not page.is_file():
+        pytest.skip("the HTML book is not built (make book)")
+    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    entries = [" ".join(e.get_text(" ").split()) for e in soup.select("div.citation")]
+    assert len(entries) >= 10, f"too few bibliography entries on {page.name}: {len(entries)}"
+    found = [e[:160] for e in entries if re.search(r"[\\$]", e)]
+    assert not found, f"TeX printed literally in the web bibliography: {found[:5]}"
+
+
 # --------------------------------------------------------------------------- numbering
 
 # Kinds whose numbers sphinx-proof and sphinx-exercise print as text (not LaTeX counters).
