@@ -224,6 +224,38 @@ class LatexProofs(SphinxPostTransform):
                 admonition.replace_self(block)
 
 
+class LatexExerciseReferences(SphinxPostTransform):
+    """A ``{numref}`` to an exercise of *another* chapter pointed, in LaTeX, at a label
+    that sphinx-exercise never writes (it labels an exercise ``exercise:<label>`` and
+    rewrites only references within one page), so the PDF printed "Exercise ??" and LaTeX
+    reported an undefined reference. Point it at sphinx-exercise's label, with the number
+    Sphinx computed (the same as on the web page)."""
+
+    default_priority = 25  # after references are resolved and sphinx-exercise's own pass
+    formats = ("latex",)
+
+    def run(self, **kwargs: Any) -> None:
+        try:
+            from sphinx_exercise.nodes import (exercise_enumerable_node,
+                                               exercise_latex_number_reference)
+        except ImportError:  # pragma: no cover - sphinx-exercise is a book dependency
+            return
+        from sphinx.addnodes import number_reference
+
+        registry = getattr(self.env, "sphinx_exercise_registry", {})
+        for ref in list(self.document.findall(number_reference)):
+            if ref.get("refid") or "#" not in ref.get("refuri", ""):
+                continue
+            label = ref["refuri"].rsplit("#", 1)[1]
+            target = registry.get(label, {}).get("node")
+            if not isinstance(target, exercise_enumerable_node):
+                continue
+            new = exercise_latex_number_reference()
+            new.attributes = dict(ref.attributes, refid=label)
+            new.extend(ref.children)
+            ref.replace_self(new)
+
+
 def _italic_lead(block: nodes.Element, word: str) -> None:
     """Turn a leading ``"Proof. "`` of the block's first paragraph into emphasis."""
     para = next(iter(block.findall(nodes.paragraph)), None)
@@ -365,6 +397,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # After Sphinx's toctree collector numbers figures and theorems (priority 500).
     app.connect("env-get-updated", _number_like_html, priority=900)
     app.add_post_transform(LatexProofs)
+    app.add_post_transform(LatexExerciseReferences)
     app.connect("builder-inited", _serve_mathjax_locally)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=999)
