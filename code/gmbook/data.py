@@ -540,13 +540,48 @@ class TwoMoons(Toy2D):
         var = self.noise**2
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, 2)  # (B, 2)
-        chunk = max(1, 2**22 // c1.shape[0])  # bound the (chunk, 2K) work array
-        out = []
-        for xb in flat.split(chunk):
-            dx, dy = xb[:, :1] - c1, xb[:, 1:] - c2  # (chunk, 2K) each
-            out.append(torch.logsumexp(log_w - (dx * dx + dy * dy) * (0.5 / var), dim=-1))
-        logp = torch.cat(out) if out else flat.new_empty(0)
+        logp = _ArcMixtureLogSumExp.apply(flat, c1, c2, log_w, var)  # (B,)
         return (logp - _LOG_2PI - math.log(var)).reshape(batch_shape)
+
+
+class _ArcMixtureLogSumExp(torch.autograd.Function):
+    r""":math:`\log \sum_k w_k \exp(-|x - c_k|^2 / 2\sigma^2)` over the quadrature nodes of
+    :meth:`TwoMoons.log_prob`, with its gradient in closed form.
+
+    The gradient is :math:`-(x - \sum_k \pi_k c_k) / \sigma^2` with :math:`\pi` the softmax of
+    the exponents: one matrix product with the node weights that the forward pass keeps,
+    instead of automatic differentiation through the ``(B, 2K)`` array (a third of the cost of
+    ``log_prob`` with its gradient, the inner loop of the samplers run on two moons). Only
+    first derivatives: a second derivative raises an error rather than a wrong value.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, c1: Tensor, c2: Tensor, log_w: Tensor, var: float) -> Tensor:
+        keep = ctx.needs_input_grad[0]
+        chunk = max(1, 2**22 // c1.shape[0])  # bound the (chunk, 2K) work array
+        out, means = [], []
+        for xb in x.split(chunk):
+            dx, dy = xb[:, :1] - c1, xb[:, 1:] - c2  # (chunk, 2K) each
+            logits = log_w - (dx * dx + dy * dy) * (0.5 / var)
+            if not keep:
+                out.append(torch.logsumexp(logits, dim=-1))
+                continue
+            top = logits.amax(-1, keepdim=True)  # (chunk, 1)
+            e = torch.exp(logits - top)
+            total = e.sum(-1)
+            out.append(top[:, 0] + torch.log(total))  # = logsumexp, sharing the exp
+            # the posterior mean of the node, sum_k pi_k c_k, (chunk, 2)
+            means.append(torch.stack([e @ c1, e @ c2], dim=-1) / total[:, None])
+        if keep:
+            ctx.save_for_backward(x, torch.cat(means) if means else x.new_empty(0, 2))
+            ctx.var = var
+        return torch.cat(out) if out else x.new_empty(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, mean = ctx.saved_tensors
+        return -grad[:, None] * (x - mean) / ctx.var, None, None, None, None
 
 
 @dataclasses.dataclass(frozen=True)
