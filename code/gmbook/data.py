@@ -566,7 +566,8 @@ class _ArcMixtureLogSumExp(torch.autograd.Function):
             if not keep:
                 out.append(torch.logsumexp(logits, dim=-1))
                 continue
-            top = logits.amax(-1, keepdim=True)  # (chunk, 1)
+            # (chunk, 1); the clamp keeps a point at infinity at -inf (not NaN)
+            top = logits.amax(-1, keepdim=True).clamp_min(torch.finfo(logits.dtype).min)
             e = torch.exp(logits - top)
             total = e.sum(-1)
             out.append(top[:, 0] + torch.log(total))  # = logsumexp, sharing the exp
