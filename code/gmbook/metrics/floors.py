@@ -416,26 +416,44 @@ def reference_draws(
     n_projections: int = 256,
     floor_seed: int = 0,
     dtype: torch.dtype = torch.float32,
-) -> list[tuple[Tensor, Tensor]]:
+    labels: bool = False,
+) -> list[tuple[Tensor, ...]]:
     r"""The data pairs ``(x1, x2)`` behind the floors, each ``(n, D)``, first pair first.
 
     Redrawn from the private generator (cheap: no metric is computed), e.g. to relate a
     floor's pair-to-pair spread to a property of the draws, such as how many points fall
-    on each moon.
+    on each moon. With ``labels=True`` each pair is ``(x1, y1, x2, y2)`` with the component
+    labels ``(n,)`` of ``dataset.sample_with_labels``, which draws the same points as
+    ``dataset.sample`` (as the toys of :mod:`gmbook.data` do).
 
     Example:
         >>> from gmbook.data import TwoMoons
         >>> (x1, x2), = reference_draws(TwoMoons(), 50, pairs=1)
         >>> x1.shape, bool((x1 != x2).any())
         (torch.Size([50, 2]), True)
+        >>> (z1, y1, z2, y2), = reference_draws(TwoMoons(), 50, pairs=1, labels=True)
+        >>> bool((z1 == x1).all() and (z2 == x2).all()), y1.shape
+        (True, torch.Size([50]))
     """
     n = _check_int("n", n, 2)
     pairs = _check_int("pairs", pairs, 1)
+    n_projections = _check_int("n_projections", n_projections, 1)
+    floor_seed = _check_int("floor_seed", floor_seed, 0)
     like = torch.empty(0, dtype=dtype)
     dim = _dim_of(dataset)
-    return [(t1, t2) for t1, t2, _ in _draws(
-        dataset, dim, n, pairs, _check_int("n_projections", n_projections, 1),
-        _check_int("floor_seed", floor_seed, 0), like)]
+    if not labels:
+        return [(t1, t2) for t1, t2, _ in _draws(
+            dataset, dim, n, pairs, n_projections, floor_seed, like)]
+    if not callable(getattr(dataset, "sample_with_labels", None)):
+        raise TypeError(f"labels=True needs dataset.sample_with_labels, got {_describe(dataset)}")
+    g, _ = _generator_and_directions(n_projections, dim, floor_seed, like)
+    out = []
+    for _ in range(pairs):
+        x1, y1 = dataset.sample_with_labels(n, generator=g)
+        x2, y2 = dataset.sample_with_labels(n, generator=g)
+        torch.randn(n, dim, generator=g, dtype=dtype)  # the ceiling's draw, as in _draws
+        out.append((x1.reshape(n, -1).to(dtype), y1, x2.reshape(n, -1).to(dtype), y2))
+    return out
 
 
 # --------------------------------------------------------------------------- the file
