@@ -7,9 +7,9 @@ A submodule of :mod:`gmbook.metrics`, which re-exports its public names
 
 The **floor** of a sample metric at sample size ``n`` is its mean between two independent
 data samples of size ``n``; the scorecard divides a model's value by it. A floor is itself
-a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 20% from
-pair to pair, so a floor from 5 pairs is uncertain by about 9% and every ratio divided by
-it inherits that error. :func:`~gmbook.metrics.scorecard` therefore takes each floor from
+a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 28% from
+pair to pair (over the 100 shipped pairs), so a floor from 5 pairs is uncertain by about
+12% and every ratio divided by it inherits that error. :func:`~gmbook.metrics.scorecard` therefore takes each floor from
 :data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
 about 10 s, which ten chapters must not pay again and again, so the per-pair values of
 the configurations the book and the benchmark use are computed once and shipped in
@@ -67,7 +67,7 @@ FLOOR_REPEATS = 30
 r"""Default number of independent data-vs-data pairs behind each floor of
 :func:`~gmbook.metrics.scorecard` (at least this many are recommended; fewer warn with
 :class:`FloorPrecisionWarning`). With 30 pairs the W2 floor of two moons at ``n = 2000``
-is known to about 3.5% (its pair-to-pair spread, about 20%, over :math:`\sqrt{30}`)."""
+is known to about 5% (its pair-to-pair spread, about 28%, over :math:`\sqrt{30}`)."""
 
 CEILING_REPEATS = 10
 r"""Number of pairs behind each ceiling (:math:`\mathcal N(0, I)` against the data), or
