@@ -9,8 +9,8 @@ The **floor** of a sample metric at sample size ``n`` is its mean between two in
 data samples of size ``n``; the scorecard divides a model's value by it. A floor is itself
 a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 28% from
 pair to pair (over the 100 shipped pairs), so a floor from 5 pairs is uncertain by about
-12% and every ratio divided by it inherits that error. :func:`~gmbook.metrics.scorecard` therefore takes each floor from
-:data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
+12% and every ratio divided by it inherits that error. :func:`~gmbook.metrics.scorecard`
+therefore takes each floor from :data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
 about 10 s, which ten chapters must not pay again and again, so the per-pair values of
 the configurations the book and the benchmark use are computed once and shipped in
 ``floors.json`` next to this module (about 80 KB). Each entry is keyed by the data set's
