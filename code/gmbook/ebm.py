@@ -159,7 +159,9 @@ def contrastive_loss(
     """
     x_pos, x_neg = _check_points(x_pos, "x_pos"), _check_points(x_neg, "x_neg", like=x_pos)
     alpha = check_nonnegative("reg", reg)
-    e_pos, e_neg = energy(x_pos), energy(x_neg.detach())
+    b = x_pos.shape[0]
+    e = energy(torch.cat([x_pos, x_neg.detach()]))     # one pass for both: (B + B',)
+    e_pos, e_neg = e[:b], e[b:]
     loss = e_pos.mean() - e_neg.mean()
     if alpha > 0:
         loss = loss + alpha * ((e_pos**2).mean() + (e_neg**2).mean())
