@@ -224,7 +224,7 @@ def test_pcd_counts_the_steps_of_its_chains():
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_energy_mlp_input_grad_is_the_autograd_gradient(depth):
     """[eq-ebm-langevin] The closed-form input gradient of the energy network (the chain rule
-    written out, silu'(h) = s(h)(1 + h(1 - s(h)))) equals autograd's, and so does
+    written out, silu'(h) = s(h) + silu(h)(1 - s(h))) equals autograd's, and so does
     ``EBM.energy_grad`` with the base term [eq-ebm-base]; the Langevin chains that use it
     are those of autograd through ``EBM.energy``, draw for draw."""
     net = energy_mlp(hidden=16, depth=depth, seed=0).double()

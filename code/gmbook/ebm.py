@@ -392,7 +392,7 @@ class EnergyMLP(MLP):
 
         \nabla_x f = W_1^\top \big(\mathrm{silu}'(h_1) \odot W_2^\top \big(\cdots
         \mathrm{silu}'(h_L) \odot w\big)\big), \qquad
-        \mathrm{silu}'(h) = s(h)\,\big(1 + h\,(1 - s(h))\big),
+        \mathrm{silu}'(h) = s(h) + \mathrm{silu}(h)\,(1 - s(h)),
 
     with :math:`s` the logistic function.
 
@@ -415,8 +415,8 @@ class EnergyMLP(MLP):
             for layer in self.layers:
                 h = torch.addmm(layer.bias, a, layer.weight.t())     # (B, hidden)
                 s = torch.sigmoid(h)
-                a = h * s
-                slopes.append(s * (1 + h * (1 - s)))                 # silu'(h)
+                a = h * s                                            # silu(h)
+                slopes.append(torch.addcmul(s, a, 1 - s))            # silu'(h)
             g = self.out.weight                                      # (1, hidden)
             for layer, slope in zip(reversed(self.layers), reversed(slopes)):
                 g = (g * slope) @ layer.weight                       # (B, fan_in)
