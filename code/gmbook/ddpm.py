@@ -454,7 +454,7 @@ class DDPM(nn.Module):
         schedule: ``"linear"`` (:func:`linear_betas`) or ``"cosine"``
             (:func:`cosine_betas`), or a tensor of :math:`\beta_1, \dots, \beta_T`.
         prediction: ``"eps"`` (default), ``"x0"`` or ``"v"``; kept as the attribute
-            ``kind`` (the method :meth:`prediction` returns the network as a
+            ``kind`` (the method :meth:`gmbook.ddpm.DDPM.prediction` returns the network as a
             :class:`gmbook.samplers.Prediction`).
     """
 
@@ -579,7 +579,7 @@ class DDPM(nn.Module):
         Args:
             x: clean data, shape ``(B, *D)``.
             generator: the source of :math:`t` and :math:`\epsilon` (drawn on its own
-                device, as in :mod:`gmbook._random`); ``None`` for the global RNG.
+                device, as in ``gmbook._random``); ``None`` for the global RNG.
 
         Returns:
             A scalar.
@@ -606,7 +606,7 @@ class DDPM(nn.Module):
         return samplers.DiscreteVPPath(self.alpha_bar[1:])
 
     def prediction(self, clip: float | None = None) -> samplers.Prediction:
-        r"""The network as a :class:`gmbook.samplers.Prediction` on :meth:`path`.
+        r"""The network as a :class:`gmbook.samplers.Prediction` on :meth:`gmbook.ddpm.DDPM.path`.
 
         The prediction takes states ``(B, *D)`` and times :math:`t = k / T` of shape
         ``(B,)`` (the network's own time input); its kind is the model's (``"eps"``,
@@ -657,9 +657,9 @@ class DDPM(nn.Module):
         :func:`ddim_step`); with ``deterministic=True`` it takes the DDIM step
         (``eta = 0``, eq. ``eq-ddpm-ddim``). The last step returns :math:`\hat x_0`.
 
-        The loop is :func:`gmbook.samplers.ddim` on :meth:`prediction` over the grid
-        :math:`t = \tau_i / T`, the one sampler loop of the book; :func:`ddim_step` is
-        the same update written with the chapter's :math:`\bar\alpha`.
+        The loop is :func:`gmbook.samplers.ddim` on :meth:`gmbook.ddpm.DDPM.prediction`
+        over the grid :math:`t = \tau_i / T`, the one sampler loop of the book;
+        :func:`ddim_step` is the same update written with the chapter's :math:`\bar\alpha`.
 
         Args:
             n: number of samples.
@@ -667,7 +667,7 @@ class DDPM(nn.Module):
             steps: number of network evaluations :math:`K \le T` (default ``T``).
             deterministic: use the deterministic DDIM update.
             clip: if given, clamp every prediction :math:`\hat x_0` to
-                ``[-clip, clip]`` (see :meth:`prediction`).
+                ``[-clip, clip]`` (see :meth:`gmbook.ddpm.DDPM.prediction`).
             return_path: return the sampler's :class:`gmbook.samplers.SamplePath`, with
                 the times :math:`\tau_i / T`, every state and every :math:`\hat x_0`.
             x_T: starting noise, shape ``(n, *D)``, instead of drawing it.
