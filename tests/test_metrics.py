@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +19,13 @@ from scipy import linalg as sla
 from scipy.stats import norm
 from torch.distributions import MultivariateNormal
 
-from gmbook.metrics import _common, scorecards
+from gmbook.metrics import _common, floors
 from gmbook.data import DIGIT_LEVELS, Banana, EightGaussians, TwoMoons, digits
 from gmbook.metrics import (
+    CEILING_REPEATS,
     DEFAULT_BANDWIDTHS,
+    FLOOR_REPEATS,
+    FloorPrecisionWarning,
     Estimate,
     Scorecard,
     bits_per_dim,
@@ -27,6 +33,7 @@ from gmbook.metrics import (
     energy_distance,
     entropy,
     entropy_quadrature,
+    floor_values,
     frechet_distance,
     frechet_gaussians,
     inception_score,
@@ -665,8 +672,8 @@ def test_scorecard_ratio_is_near_one_for_the_truth_and_large_for_a_gaussian():
     """The scorecard's model/floor ratio is about 1 for samples of the data distribution
     itself, and much larger than 1 for N(0, I) (the ceiling)."""
     data = TwoMoons()
-    truth = scorecard(data, data, n=500, repeats=4, floor_repeats=8, generator=gen(33))
-    gauss = scorecard(StandardNormal(), data, n=500, repeats=4, floor_repeats=8, generator=gen(34))
+    truth = scorecard(data, data, n=500, repeats=4, generator=gen(33))
+    gauss = scorecard(StandardNormal(), data, n=500, repeats=4, generator=gen(34))
     assert isinstance(truth, Scorecard)
     keys = [row.metric for row in truth.rows]
     assert keys[:4] == ["w2", "energy", "sw2", "mmd"]
@@ -679,6 +686,8 @@ def test_scorecard_ratio_is_near_one_for_the_truth_and_large_for_a_gaussian():
     for row in gauss.rows:
         assert row.ratio_mean > minimum.get(row.metric, 1.5), row
         assert row.model_mean == pytest.approx(row.ceiling_mean, rel=0.35), row
+        assert len(row.model_values) == 4 and np.mean(row.model_values) == pytest.approx(
+            row.model_mean)
     # floors and ceilings do not depend on the model (same private generator)
     assert truth["w2"].floor_mean == gauss["w2"].floor_mean
 
@@ -687,13 +696,13 @@ def test_scorecard_inputs_output_and_cache():
     """A scorecard takes a model, a callable or a tensor of samples; it is reproducible with a
     seeded generator (cached floors give identical numbers); its str() is an ASCII table."""
     data = EightGaussians()
-    scorecards._REFERENCE_CACHE.clear()
+    floors._MEMORY.clear()
     kw = dict(n=200, repeats=3, metrics=("sw2", "w2", "mmd"))
     a = scorecard(data, data, generator=gen(35), **kw)
-    assert len(scorecards._REFERENCE_CACHE) == 1
+    assert len(floors._MEMORY) == 1
     b = scorecard(data, data, generator=gen(35), **kw)
     assert a == b
-    scorecards._REFERENCE_CACHE.clear()
+    floors._MEMORY.clear()
     assert scorecard(data, data, generator=gen(35), **kw) == a  # recomputed, same values
     samples = data.sample(600, generator=gen(36))
     c = scorecard(samples, data, generator=gen(37), **kw)
@@ -704,6 +713,7 @@ def test_scorecard_inputs_output_and_cache():
     assert d.rows == a.rows  # the same draws as the model with .sample
     text = str(c)
     assert text.isascii() and "model/floor" in text and len(text.splitlines()) == 2 + len(c.rows)
+    assert "floor of 30 pairs, ceiling of 10" in text and "including the floor's" in text
     assert "<table>" in c._repr_html_() and c._repr_markdown_().count("\n|") >= len(c.rows)
     as_dict = c.to_dict()
     assert as_dict["n"] == 200 and as_dict["rows"][0]["metric"] == "w2"
@@ -728,6 +738,128 @@ def test_scorecard_numbers_are_the_public_metrics():
     sw2 = float(sliced_wasserstein2(fake, real, generator=gen(7)))
     assert card["sw2"].model_mean == pytest.approx(sw2, rel=1e-5)
     assert math.isnan(card["w2"].model_std)  # one repeat: no spread
+
+
+def test_scorecard_floors_use_thirty_pairs_and_warn_below():
+    """A scorecard's floor is the mean of FLOOR_REPEATS >= 30 independent pairs by default,
+    its ceiling of the first CEILING_REPEATS; a smaller floor_repeats is honoured but warns."""
+    assert FLOOR_REPEATS >= 30 and 1 <= CEILING_REPEATS <= FLOOR_REPEATS
+    data = TwoMoons()
+    card = scorecard(data, data, n=500, repeats=2, metrics=("w2",), generator=gen(50))
+    assert (card.floor_repeats, card.ceiling_repeats) == (FLOOR_REPEATS, CEILING_REPEATS)
+    values = floor_values(data, 500, "w2")
+    assert values.shape == (FLOOR_REPEATS,)
+    assert card["w2"].floor_mean == pytest.approx(values.mean(), rel=1e-12)
+    assert card["w2"].floor_std == pytest.approx(values.std(ddof=1), rel=1e-12)
+    with pytest.warns(FloorPrecisionWarning, match="floor_repeats=5"):
+        few = scorecard(data, data, n=500, repeats=2, metrics=("w2",), generator=gen(50),
+                        floor_repeats=5)
+    # the first 5 of the same pairs: a 5-pair floor is a subset of the 30-pair one
+    assert few["w2"].floor_mean == pytest.approx(values[:5].mean(), rel=1e-12)
+    assert few.ceiling_repeats == 5
+    assert few["w2"].model_values == card["w2"].model_values  # same model draws
+
+
+def test_shipped_floors_equal_a_fresh_computation(monkeypatch):
+    """The floors shipped in floors.json are the values a fresh computation gives: all 30
+    pairs of every metric at n = 500, and the first 2 pairs of the n = 2000 entry (each pair
+    is drawn in order from the private generator, so the first k are a k-pair run)."""
+    data = TwoMoons()
+    kw = dict(n=500, repeats=2, generator=gen(51))
+    floors._MEMORY.clear()
+    shipped = scorecard(data, data, **kw)
+    floors._MEMORY.clear()
+    monkeypatch.setattr(floors, "_shipped", lambda: {})  # no file: computed
+    fresh = scorecard(data, data, **kw)
+    floors._MEMORY.clear()
+    for a, b in zip(shipped.rows, fresh.rows):
+        assert a.floor_mean == pytest.approx(b.floor_mean, rel=1e-6), a.metric
+        assert a.floor_std == pytest.approx(b.floor_std, rel=1e-5), a.metric
+        assert a.ceiling_mean == pytest.approx(b.ceiling_mean, rel=1e-6), a.metric
+    monkeypatch.undo()
+    entries = floors._shipped()
+    config = floors.FloorConfig(data, 2000, pairs=2)
+    key, entry = floors.compute_entry(config, ceiling_pairs=1)
+    for part in ("floor", "ceiling"):
+        for metric, values in entry[part].items():
+            np.testing.assert_allclose(values, entries[key][part][metric][: len(values)],
+                                       rtol=1e-6, err_msg=f"{part} {metric}")
+
+
+def _scorecard_calls(text: str) -> list[str]:
+    """The argument text of every ``scorecard(...)`` call in a source text."""
+    calls = []
+    for m in re.finditer(r"\bscorecard\(", text):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        calls.append(text[m.end(): i - 1])
+    return calls
+
+
+def test_every_chapter_scorecard_configuration_is_shipped():
+    """Every chapter and benchmark script that calls scorecard is a user of a shipped
+    configuration at each sample size it uses (so no chapter pays for its floors or scores
+    against floors that drift), and every configuration is in floors.json with at least
+    FLOOR_REPEATS pairs of every metric."""
+    root = Path(__file__).resolve().parents[1]
+    entries = floors._shipped()
+    users: dict[str, set[int]] = {}
+    for config in floors.CONFIGURATIONS:
+        dim = 2
+        key = floors._file_key(config.dataset, dim, config.n, 256, 0, config.dtype)
+        assert key in entries, f"{key} missing: run python -m gmbook.metrics --write"
+        entry = entries[key]
+        assert entry["pairs"] >= config.pairs >= FLOOR_REPEATS, key
+        assert entry["ceiling_pairs"] >= CEILING_REPEATS, key
+        assert set(entry["floor"]) == {"w2", "energy", "sw2"} | {
+            f"mmd@{s:g}" for s in DEFAULT_BANDWIDTHS}, key
+        assert all(len(v) == entry["pairs"] for v in entry["floor"].values()), key
+        for user in config.users:
+            users.setdefault(user, set()).add(config.n)
+    sources = sorted((root / "book").rglob("*.md")) + sorted((root / "benchmarks").glob("*.py"))
+    seen = set()
+    for path in sources:
+        calls = [c for c in _scorecard_calls(path.read_text()) if "=" in c]
+        if not calls:
+            continue
+        rel = path.relative_to(root).as_posix()
+        seen.add(rel)
+        assert rel in users, f"{rel} calls scorecard but no CONFIGURATIONS entry lists it"
+        for call in calls:
+            assert not re.search(r"\b(floor_seed|n_projections|bandwidths)\s*=", call), (
+                f"{rel}: scorecard({call}) changes what the shipped floors assume")
+            m = re.search(r"\bn\s*=\s*([0-9_]+)\s*[,)]?", call)
+            if m:
+                assert int(m.group(1)) in users[rel], f"{rel}: n = {m.group(1)} not shipped"
+    assert seen, "no scorecard call found: the scan is broken"
+    assert seen <= set(users)
+
+
+def test_ratio_standard_error_by_monte_carlo():
+    """[eq-ratio-se] The delta-method standard error of the ratio model/floor includes the
+    floor's own: over many independent scorecards (fresh floors, fresh model draws) the
+    spread of the ratio matches the mean reported standard error, both when the model's
+    repeats dominate it and when the floor's pairs do (leaving out the floor's term
+    reports about 0.3 of the spread in the second case, leaving out the model's about 0.4
+    in the first)."""
+    data = EightGaussians()
+    shifted = lambda n, generator=None: data.sample(n, generator=generator) * 1.15  # noqa
+    for repeats, pairs in ((4, 30), (30, 4)):
+        ratios, ses = [], []
+        g = gen(60 + repeats)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FloorPrecisionWarning)
+            for seed in range(80):
+                card = scorecard(shifted, data, n=100, repeats=repeats, metrics=("sw2",),
+                                 generator=g, floor_seed=1000 + seed, floor_repeats=pairs,
+                                 n_projections=16)
+                ratios.append(card["sw2"].ratio_mean)
+                ses.append(card["sw2"].ratio_se)
+        floors._MEMORY.clear()
+        spread, reported = np.std(ratios, ddof=1), math.sqrt(np.mean(np.square(ses)))
+        assert 0.75 < reported / spread < 1.33, (repeats, pairs, reported, spread)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -29,3 +29,4 @@ def test_threads_rejects_bad_counts(bad, error):
     with pytest.raises(error, match="n must be"):
         with threads(bad):
             pass
+

@@ -157,6 +157,16 @@ Checkers of Appendix A, *Probability theory*:
                           and effective sample size, both 0-dim
 ========================  ==============================================================
 
+Checkers of Appendix B, *Brownian motion and stochastic calculus*:
+
+=================  =====================================================================
+``em_step``        ``fn(f, g, x, t, h, dw) -> x_new``, one Euler-Maruyama step :math:`x
+                   + f(x, t) h + g(x, t) \Delta W` (``eq-sc-em``), shape of ``x``
+``ou_transition``  ``fn(x0, t, theta, sigma) -> (mean, var)``, mean and variance of
+                   :math:`x_t \mid x_0` for :math:`\mathrm d x = -\theta x\, \mathrm d t
+                   + \sigma\, \mathrm d W` (``eq-sc-ou-transition``), shapes of ``x0``
+=================  =====================================================================
+
 .. checker-table-end
 
 A new checker is a :class:`Checker` (a reference function, a function that makes the
@@ -213,6 +223,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     problem,
     sampling,
     score,
+    stochastic,
     vae,
 )
 
@@ -263,7 +274,7 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "score", "ddpm", "flow_matching", "probability"]
+                  "score", "ddpm", "flow_matching", "probability", "stochastic"]
 
 __all__ = [
     "Case",

@@ -31,8 +31,13 @@ Python floats.
 ``unbiased=True``, :func:`kid`) is biased upwards at finite ``n``: two independent
 samples of the *same* distribution are at a positive distance. :func:`scorecard` therefore
 reports each metric next to its *floor* (two true sample sets of the same size) and its
-*ceiling* (:math:`\mathcal N(0, I)` against the data), and the ratio model/floor: a ratio
-near 1 means the metric cannot tell the model from the data at this ``n``.
+*ceiling* (:math:`\mathcal N(0, I)` against the data), and the ratio model/floor with a
+standard error that includes the floor's own: a ratio near 1 means the metric cannot tell
+the model from the data at this ``n``. Each floor is the mean of :data:`FLOOR_REPEATS` (30)
+independent pairs, shipped precomputed for the book's configurations
+(:func:`floor_values` gives the per-pair values, :func:`reference_draws` the draws). Two
+models are compared by :func:`paired_difference`, on shared data sets, whose noise then
+cancels from the difference.
 
 **Layout.** The functions live in submodules by topic; import them from here
 (``from gmbook.metrics import nll, scorecard``), where they are documented:
@@ -44,13 +49,20 @@ near 1 means the metric cannot tell the model from the data at this ``n``.
   :func:`inception_score`, with :data:`DEFAULT_BANDWIDTHS` and :data:`W2_MAX_N`;
 - ``gmbook.metrics.two_sample``: :class:`TestResult` and :func:`two_sample_test`;
 - ``gmbook.metrics.scorecards``: :data:`SCORECARD_METRICS`, :class:`ScorecardRow`,
-  :class:`Scorecard` and :func:`scorecard`, with the cache of floors and ceilings and the
-  thread pool of the exact W2 solves;
+  :class:`Scorecard` and :func:`scorecard`, with the thread pool of the exact W2 solves,
+  and the paired comparison of two models on shared data sets, :class:`PairedDifference`
+  and :func:`paired_difference`;
+- ``gmbook.metrics.floors``: :data:`FLOOR_REPEATS`, :data:`CEILING_REPEATS`,
+  :class:`FloorPrecisionWarning`, :func:`floor_values`, :func:`reference_draws`, the floors
+  shipped in ``floors.json`` and their caches; ``python -m gmbook.metrics --write``
+  regenerates the file;
 - ``gmbook.metrics._common`` (private): the argument checks and the blocked pairwise sums
-  shared by the others.
+  shared by the others; ``gmbook.metrics._pairs`` (private): one comparison of two sample
+  sets by every scorecard metric, shared by floors and scorecards.
 
-Imports go one way: every submodule uses ``_common``; ``two_sample`` and ``scorecards``
-use ``distances``; nothing imports ``scorecards``.
+Imports go one way: every submodule uses ``_common``; ``two_sample``, ``_pairs``,
+``floors`` and ``scorecards`` use ``distances``; ``floors`` and ``scorecards`` use
+``_pairs``; ``scorecards`` uses ``floors``; nothing imports ``scorecards``.
 
 Example:
     >>> import torch
@@ -91,14 +103,31 @@ from gmbook.metrics.distances import (
     inception_score,
 )
 from gmbook.metrics.two_sample import TestResult, two_sample_test
-from gmbook.metrics.scorecards import ScorecardRow, Scorecard, scorecard
+from gmbook.metrics.scorecards import (
+    ScorecardRow,
+    Scorecard,
+    scorecard,
+    PairedDifference,
+    paired_difference,
+)
+from gmbook.metrics.floors import (
+    FLOOR_REPEATS,
+    CEILING_REPEATS,
+    FloorPrecisionWarning,
+    floor_values,
+    reference_draws,
+)
 
 __all__ = [
+    "CEILING_REPEATS",
+    "FLOOR_REPEATS",
+    "FloorPrecisionWarning",
     "DEFAULT_BANDWIDTHS",
     "SCORECARD_METRICS",
     "W2_MAX_N",
     "Estimate",
     "NLLReport",
+    "PairedDifference",
     "Scorecard",
     "ScorecardRow",
     "TestResult",
@@ -107,6 +136,7 @@ __all__ = [
     "energy_distance",
     "entropy",
     "entropy_quadrature",
+    "floor_values",
     "frechet_distance",
     "frechet_gaussians",
     "inception_score",
@@ -114,8 +144,10 @@ __all__ = [
     "mmd2",
     "nll",
     "nll_report",
+    "paired_difference",
     "paired_kl",
     "precision_recall",
+    "reference_draws",
     "scorecard",
     "sliced_wasserstein2",
     "two_sample_test",

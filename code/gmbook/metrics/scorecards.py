@@ -3,19 +3,19 @@ r"""The scorecard: sample metrics next to their noise floor and a ceiling.
 A submodule of :mod:`gmbook.metrics`, which re-exports and documents its public names
 (:data:`~gmbook.metrics.SCORECARD_METRICS`, :class:`~gmbook.metrics.ScorecardRow`,
 :class:`~gmbook.metrics.Scorecard`, :func:`~gmbook.metrics.scorecard`); import them from
-there. Besides the table, it holds the cache of floors and ceilings
-(``_REFERENCE_CACHE``) and runs the exact W2 solves in a thread pool.
+there. The floors and ceilings come from :mod:`gmbook.metrics.floors` (memory, the shipped
+file, or computed); the model's comparisons run their exact W2 solves in a thread pool.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import html
 import math
 import os
+import warnings
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -26,14 +26,15 @@ from torch import Tensor
 from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
 from gmbook._checks import describe as _describe
-from gmbook.metrics._common import (
-    _centred,
-    _check_bandwidths,
-    _pair_sums,
-    _random_directions,
-    _sq_dists64,
+from gmbook.metrics._common import _check_bandwidths
+from gmbook.metrics._pairs import _compare, _resolve, _set_stats, _true_samples
+from gmbook.metrics.distances import DEFAULT_BANDWIDTHS, W2_MAX_N, _pot
+from gmbook.metrics.floors import (
+    CEILING_REPEATS,
+    FLOOR_REPEATS,
+    FloorPrecisionWarning,
+    _reference,
 )
-from gmbook.metrics.distances import DEFAULT_BANDWIDTHS, W2_MAX_N, _emd_cost, _pot
 
 # Every public name here is re-exported, and documented once, by gmbook.metrics (whose
 # __all__ lists it): import it from there. The empty __all__ keeps the API docs from
@@ -71,8 +72,12 @@ class ScorecardRow:
         ratio_se: the standard error of ``ratio_mean`` by the delta method,
             :math:`\text{ratio}\,\sqrt{(\mathrm{se}_m/\bar m)^2 + (\mathrm{se}_f/\bar f)^2}`
             with :math:`\mathrm{se} = \text{std}/\sqrt{k}` for a mean over :math:`k` repeats
-            (the model and floor samples are independent). With a handful of repeats this
-            standard error is itself uncertain (by about :math:`1/\sqrt{2(k-1)}`, 35% for 5).
+            (``repeats`` for the model, ``floor_repeats`` for the floor; the model and floor
+            samples are independent): it includes the floor's own uncertainty. With a
+            handful of repeats this standard error is itself uncertain (by about
+            :math:`1/\sqrt{2(k-1)}`, 35% for 5). Two models scored on the same floor share
+            its error; compare them by :func:`~gmbook.metrics.paired_difference`.
+        model_values: the metric of each repeat (model against its fresh data sample).
     """
 
     metric: str
@@ -86,6 +91,7 @@ class ScorecardRow:
     ratio_mean: float
     ratio_std: float
     ratio_se: float
+    model_values: tuple[float, ...] = ()
 
 
 def _g(v: float) -> str:
@@ -105,7 +111,8 @@ class Scorecard:
         dataset: ``repr`` of the data distribution.
         n: sample size of every comparison.
         repeats: number of independent repeats of the model's comparisons.
-        floor_repeats: number of pairs behind each floor and ceiling.
+        floor_repeats: number of pairs behind each floor.
+        ceiling_repeats: number of pairs behind each ceiling (the first of the floor's).
     """
 
     rows: list[ScorecardRow]
@@ -113,6 +120,7 @@ class Scorecard:
     n: int
     repeats: int
     floor_repeats: int
+    ceiling_repeats: int | None = None
 
     def __getitem__(self, metric: str) -> ScorecardRow:
         for row in self.rows:
@@ -127,6 +135,7 @@ class Scorecard:
             "n": self.n,
             "repeats": self.repeats,
             "floor_repeats": self.floor_repeats,
+            "ceiling_repeats": self.ceiling_repeats,
             "rows": [dataclasses.asdict(row) for row in self.rows],
         }
 
@@ -145,12 +154,11 @@ class Scorecard:
         return head, body
 
     def _title(self) -> str:
-        floors = f" ({self.floor_repeats} for floors)"
-        if self.floor_repeats == self.repeats:
-            floors = ""
+        ceil = self.ceiling_repeats if self.ceiling_repeats is not None else self.floor_repeats
         return (
-            f"{self.dataset}, n = {self.n}, {self.repeats} repeats{floors} "
-            "(mean +- std over repeats; model/floor: ratio of means +- standard error)"
+            f"{self.dataset}, n = {self.n}: {self.repeats} repeats, floor of "
+            f"{self.floor_repeats} pairs, ceiling of {ceil} (mean +- std; model/floor: ratio "
+            "of means +- standard error, including the floor's)"
         )
 
     def __str__(self) -> str:
@@ -171,127 +179,6 @@ class Scorecard:
         trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
         caption = html.escape(self._title()).replace("+-", "&plusmn;")
         return f"<table><caption>Scorecard: {caption}</caption><tr>{th}</tr>{trs}</table>"
-
-
-@dataclasses.dataclass
-class _SetStats:
-    """What one sample set contributes to every comparison it is in."""
-
-    x: Tensor  # (n, D)
-    dist_sum: Tensor | None  # sum over all pairs of |x_i - x_j|
-    kernel_sums: Tensor | None  # (S,) sum over all pairs of each RBF kernel
-    proj: Tensor | None  # (n, L) sorted projections
-
-
-def _set_stats(
-    x: Tensor, names: tuple[str, ...], scales: tuple[float, ...], theta: Tensor
-) -> _SetStats:
-    (xc,) = _centred(x)
-    dsum, ksum = _pair_sums(
-        xc, xc, scales if "mmd" in names else None, dist="energy" in names, same=True
-    )
-    proj = (x @ theta.T).sort(dim=0).values if "sw2" in names else None
-    return _SetStats(x, dsum, ksum, proj)
-
-
-def _w2_exact(x: Tensor, y: Tensor) -> float:
-    return math.sqrt(max(_emd_cost(_sq_dists64(x, y)), 0.0))
-
-
-def _compare(
-    a: _SetStats,
-    b: _SetStats,
-    names: tuple[str, ...],
-    scales: tuple[float, ...],
-    pool: ThreadPoolExecutor | None,
-) -> dict[str, Any]:
-    """All requested metrics between two sets of the same size n (V-statistics). Exact W2
-    is submitted to ``pool`` first (POT releases the GIL, so it runs beside the torch work)
-    and left as a Future in the result, for :func:`_resolve`."""
-    n = a.x.shape[0]
-    out: dict[str, Any] = {}
-    if "w2" in names:
-        out["w2"] = pool.submit(_w2_exact, a.x, b.x)
-    if "energy" in names or "mmd" in names:
-        ac, bc = _centred(a.x, b.x)
-        dsum, ksum = _pair_sums(
-            ac, bc, scales if "mmd" in names else None, dist="energy" in names, same=False
-        )
-        if "energy" in names:
-            out["energy"] = float((2 * dsum - a.dist_sum - b.dist_sum) / n**2)
-        if "mmd" in names:
-            per = ((a.kernel_sums + b.kernel_sums - 2 * ksum) / n**2).tolist()
-            out["mmd"] = float(sum(per))
-            for s, v in zip(scales, per):
-                out[f"mmd@{s:g}"] = v
-    if "sw2" in names:
-        out["sw2"] = float((a.proj - b.proj).square().mean(0).mean().sqrt())
-    return out
-
-
-def _resolve(results: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Replace the Futures of :func:`_compare` by their values (re-raising any error)."""
-    return [{k: v.result() if isinstance(v, Future) else v for k, v in r.items()} for r in results]
-
-
-@dataclasses.dataclass
-class _Reference:
-    theta: Tensor  # (L, D) projection directions, shared by every comparison
-    floor: list[dict[str, float]]
-    ceiling: list[dict[str, float]]
-
-
-_REFERENCE_CACHE: collections.OrderedDict[tuple, _Reference] = collections.OrderedDict()
-_REFERENCE_CACHE_SIZE = 16
-
-
-def _reference_key(dataset: Any, *params: object) -> tuple | None:
-    key = (dataset, *params)
-    try:
-        hash(key)
-    except TypeError:  # an unhashable dataset: no caching
-        return None
-    return key
-
-
-def _reference(
-    dataset: Any,
-    dim: int,
-    n: int,
-    repeats: int,
-    names: tuple[str, ...],
-    scales: tuple[float, ...],
-    n_projections: int,
-    floor_seed: int,
-    like: Tensor,
-    pool: ThreadPoolExecutor | None,
-) -> _Reference:
-    """Floors and ceilings, drawn with a private generator seeded ``floor_seed``; their W2
-    values may still be Futures (resolve, then cache, in :func:`scorecard`)."""
-    g = torch.Generator(device="cpu").manual_seed(floor_seed)
-    theta = _random_directions(n_projections, dim, g, torch.empty(0, dtype=like.dtype))
-    theta = theta.to(like.device)  # (L, D)
-    floor, ceiling = [], []
-    for _ in range(repeats):
-        t1 = _true_samples(dataset, n, dim, g, like)
-        t2 = _true_samples(dataset, n, dim, g, like)
-        gauss = torch.randn(n, dim, generator=g, dtype=like.dtype).to(like.device)
-        s1 = _set_stats(t1, names, scales, theta)
-        floor.append(_compare(s1, _set_stats(t2, names, scales, theta), names, scales, pool))
-        ceiling.append(_compare(_set_stats(gauss, names, scales, theta), s1, names, scales, pool))
-    return _Reference(theta, floor, ceiling)
-
-
-def _true_samples(
-    dataset: Any, n: int, dim: int, generator: torch.Generator | None, like: Tensor
-) -> Tensor:
-    x = dataset.sample(n, generator=generator)
-    if not isinstance(x, Tensor) or x.shape[0] != n or not x.is_floating_point():
-        raise ValueError(f"dataset.sample({n}) must return a floating-point tensor of {n} points")
-    x = x.detach().reshape(n, -1).to(device=like.device, dtype=like.dtype)
-    if x.shape[1] != dim:
-        raise ValueError(f"the data have dimension {x.shape[1]}, the model samples {dim}")
-    return x
 
 
 def _model_samples(
@@ -337,6 +224,33 @@ def _model_samples(
     return [x.to(dtype) for x in chunks]
 
 
+def _score(
+    fakes: list[Tensor],
+    dataset: Any,
+    reals: list[Tensor | None],
+    generator: torch.Generator | None,
+    names: tuple[str, ...],
+    scales: tuple[float, ...],
+    theta: Tensor,
+) -> list[dict[str, float]]:
+    """Each model sample set against its data set (a fresh draw where ``reals`` has None),
+    the exact W2 solves in worker threads (POT releases the GIL) beside the torch metrics."""
+    like = fakes[0]
+    n, dim = like.shape
+    if "w2" in names:
+        _pot()  # imported here, in the calling thread, not concurrently by the workers
+    workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) if "w2" in names else nullcontext() as pool:
+        out = []
+        for fake, real in zip(fakes, reals):
+            if real is None:
+                real = _true_samples(dataset, n, dim, generator, like)
+            fake_stats = _set_stats(fake, names, scales, theta)
+            real_stats = _set_stats(real, names, scales, theta)
+            out.append(_compare(fake_stats, real_stats, names, scales, pool))
+        return _resolve(out)
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
@@ -370,10 +284,12 @@ def scorecard(
       (about :math:`2/n`), so the ratios of the smallest bandwidths stay modest even for a
       bad model (about 2 for :math:`\mathcal N(0, I)` against two moons at ``n = 500``).
 
-    The **floor** of a metric is its value between two independent data samples of size
-    ``n`` (the distance a perfect model would get), the **ceiling** its value between
+    The **floor** of a metric is its mean between two independent data samples of size
+    ``n`` (the distance a perfect model would get), over ``floor_repeats`` (default
+    :data:`FLOOR_REPEATS`, 30) independent pairs; the **ceiling** its mean between
     :math:`\mathcal N(0, I)` samples and data (a model that learned only the
-    standardization), each over ``floor_repeats`` (default ``repeats``) fresh pairs.
+    standardization), over the first :data:`CEILING_REPEATS` (10) of those pairs: the
+    ceiling is a scale, never divided by.
 
     The ratio model/floor of repeat ``r`` is ``model_r / floor_mean``; the row reports the
     mean of these (the ratio of the means), their standard deviation, and the standard error
@@ -384,19 +300,20 @@ def scorecard(
     rise later but faster.
 
     Floors and ceilings are drawn with a private generator seeded ``floor_seed``, so they
-    are the same numbers in every chapter, do not consume the caller's random stream, and are
-    cached (per dataset, ``n``, ``floor_repeats``, metrics, bandwidths, ``n_projections``,
-    ``floor_seed``, device and dtype; the toys of :mod:`gmbook.data` are frozen dataclasses,
-    equal when their parameters are, and an unhashable dataset is not cached): the second
-    scorecard on the same data costs only the model's comparisons. The projection directions of SW2 come from the same private
+    are the same numbers in every chapter and do not consume the caller's random stream.
+    They are computed once: the configurations of the book and the benchmark (toys of
+    :mod:`gmbook.data`, the default ``floor_seed``, ``n_projections`` and bandwidths) are
+    shipped precomputed with the package (:mod:`gmbook.metrics.floors`), and any other is
+    computed on first use and kept in memory (per dataset, ``n``, ``floor_repeats``,
+    metrics, bandwidths, ``n_projections``, ``floor_seed``, device and dtype; an unhashable
+    dataset is not cached). The projection directions of SW2 come from the same private
     generator and are shared by model, floor and ceiling (common random numbers).
 
     The exact W2 solves (0.35 to 0.5 s each at ``n = 2000``) run in worker threads (as many
     as ``torch.get_num_threads()``; POT releases the GIL) beside the torch metrics (about
     0.07 s per comparison). Measured on the book's 2-core CPU at ``n = 2000``,
-    ``repeats = 5``, all metrics: 1.3 s with the floors cached, 3.8 s without (15 W2 solves);
-    without ``"w2"``, 0.38 s (cached) and 1 s; at ``n = 1000`` with ``"w2"``, 0.3 s and
-    0.8 s.
+    ``repeats = 5``, all metrics: 1.3 s with the floors cached or shipped; computing 30
+    floor pairs and 10 ceiling pairs adds about 40 W2 solves (10 s).
 
     Args:
         samples_or_model: a model with ``.sample(n, generator=...)`` (or such a callable),
@@ -414,11 +331,12 @@ def scorecard(
         bandwidths: of the MMD kernel.
         n_projections: directions of SW2.
         floor_seed: seed of the private generator of floors, ceilings and directions.
-        floor_repeats: number of pairs behind each floor and ceiling (default: ``repeats``).
-            Floors are cached, so a larger value costs only once; it makes the ratios more
-            precise. The W2 floor of two moons at ``n = 2000``, for one, varies by about 20%
-            (one standard deviation) from pair to pair: W2 must carry any chance excess of
-            points across the set, for instance from one moon to the other.
+        floor_repeats: number of pairs behind each floor (default and recommended minimum
+            :data:`FLOOR_REPEATS`; a smaller value is honoured but warns with
+            :class:`FloorPrecisionWarning`). The W2 floor of two moons at ``n = 2000``
+            varies by about 20% (one standard deviation) from pair to pair, largely because
+            W2 must carry any chance excess of points from one moon to the other; a 5-pair
+            floor is then uncertain by about 9%, a common factor of every ratio.
 
     Returns:
         The :class:`Scorecard`.
@@ -428,6 +346,8 @@ def scorecard(
         >>> data = EightGaussians()
         >>> g = torch.Generator().manual_seed(0)
         >>> card = scorecard(data, data, n=200, repeats=2, generator=g)
+        >>> card.floor_repeats, card.ceiling_repeats
+        (30, 10)
         >>> [row.metric for row in card.rows][:4]
         ['w2', 'energy', 'sw2', 'mmd']
         >>> card["mmd"].ceiling_mean > 3 * card["mmd"].floor_mean
@@ -436,8 +356,17 @@ def scorecard(
     n = _check_int("n", n, 2)
     repeats = _check_int("repeats", repeats, 1)
     if floor_repeats is None:
-        floor_repeats = repeats
+        floor_repeats = FLOOR_REPEATS
     floor_repeats = _check_int("floor_repeats", floor_repeats, 1)
+    if floor_repeats < FLOOR_REPEATS:
+        warnings.warn(
+            f"a floor from floor_repeats={floor_repeats} pairs is imprecise: every ratio "
+            f"model/floor shares its error; the default ({FLOOR_REPEATS} pairs) is shipped "
+            "precomputed for the book's configurations and cached otherwise",
+            FloorPrecisionWarning,
+            stacklevel=2,
+        )
+    ceiling_repeats = min(floor_repeats, CEILING_REPEATS)
     n_projections = _check_int("n_projections", n_projections, 1)
     floor_seed = _check_int("floor_seed", floor_seed, 0)
     generator = _check_generator(generator)
@@ -458,38 +387,11 @@ def scorecard(
     fakes = _model_samples(samples_or_model, n, repeats, generator)
     like = fakes[0]
     dim = like.shape[1]
-    key = _reference_key(
-        dataset, dim, n, floor_repeats, names, scales, n_projections, floor_seed,
-        str(like.device), like.dtype,
+    ref = _reference(
+        dataset, dim, n, floor_repeats, ceiling_repeats, names, scales, n_projections,
+        floor_seed, like,
     )
-    ref = _REFERENCE_CACHE.get(key) if key is not None else None
-    # Exact W2 solves run in worker threads (POT releases the GIL) beside the torch metrics;
-    # POT is imported here, in the calling thread, not concurrently by the workers.
-    if "w2" in names:
-        _pot()
-    workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) if "w2" in names else nullcontext() as pool:
-        new_ref = ref is None
-        if new_ref:
-            ref = _reference(
-                dataset, dim, n, floor_repeats, names, scales, n_projections, floor_seed, like,
-                pool,
-            )
-        model = []
-        for fake in fakes:
-            real = _true_samples(dataset, n, dim, generator, like)
-            fake_stats = _set_stats(fake, names, scales, ref.theta)
-            real_stats = _set_stats(real, names, scales, ref.theta)
-            model.append(_compare(fake_stats, real_stats, names, scales, pool))
-        model = _resolve(model)
-        if new_ref:
-            ref = _Reference(ref.theta, _resolve(ref.floor), _resolve(ref.ceiling))
-            if key is not None:
-                _REFERENCE_CACHE[key] = ref
-                while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
-                    _REFERENCE_CACHE.popitem(last=False)
-        else:
-            _REFERENCE_CACHE.move_to_end(key)
+    model = _score(fakes, dataset, [None] * repeats, generator, names, scales, ref.theta)
     keys = [*names]
     if "mmd" in names:
         keys += [f"mmd@{s:g}" for s in scales]
@@ -510,9 +412,167 @@ def scorecard(
         rows.append(
             ScorecardRow(
                 key, label, m_mean, m_std, f_mean, f_std, *_mean_std(cv), ratio, ratio_std,
-                ratio_se,
+                ratio_se, tuple(mv),
             )
         )
     return Scorecard(
-        rows=rows, dataset=repr(dataset), n=n, repeats=repeats, floor_repeats=floor_repeats
+        rows=rows, dataset=repr(dataset), n=n, repeats=repeats, floor_repeats=floor_repeats,
+        ceiling_repeats=ceiling_repeats,
+    )
+
+
+# --------------------------------------------------------------------------- paired comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedDifference:
+    r"""Two models compared on the same reference sets: :func:`paired_difference`.
+
+    Attributes:
+        metric: the scorecard metric key (``"w2"``, ``"energy"``, ``"sw2"``, ``"mmd"`` or
+            ``"mmd@<s>"``).
+        n: sample size of every comparison.
+        repeats: number of repeats :math:`k`, each with one fresh data set shared by both.
+        values_a, values_b: the metric of each repeat, model ``a`` (``b``) against the
+            repeat's data set.
+        mean: :math:`\bar d`, the mean over repeats of :math:`d_r = a_r - b_r`.
+        se: its standard error :math:`s_d / \sqrt k`.
+        unpaired_se: :math:`\sqrt{(s_a^2 + s_b^2)/k}`, the standard error of the same
+            difference from two independent scorecards (what pairing saves).
+        correlation: the correlation of :math:`a_r` and :math:`b_r` over repeats.
+        floor_mean, floor_se: the scorecard's floor (the same as :func:`scorecard`'s) and
+            its standard error.
+        ratio_mean, ratio_se: the difference in units of the floor, :math:`\bar d / \bar f`
+            (the difference of the two models' ratios model/floor), and its standard error
+            by the delta method, :math:`\sqrt{(s_{\bar d}/\bar f)^2 +
+            (\bar d\, s_{\bar f}/\bar f^2)^2}` (the floor's error scales the difference; it
+            does not add to it).
+    """
+
+    metric: str
+    n: int
+    repeats: int
+    values_a: tuple[float, ...]
+    values_b: tuple[float, ...]
+    mean: float
+    se: float
+    unpaired_se: float
+    correlation: float
+    floor_mean: float
+    floor_se: float
+    ratio_mean: float
+    ratio_se: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.metric}: a - b = {_g(self.mean)} +- {_g(self.se)} (paired, "
+            f"{self.repeats} shared data sets of n = {self.n}; unpaired +- "
+            f"{_g(self.unpaired_se)}); in units of the floor {self.ratio_mean:.3f} +- "
+            f"{self.ratio_se:.3f}"
+        )
+
+
+def paired_difference(
+    model_a: Tensor | Any,
+    model_b: Tensor | Any,
+    dataset: Any,
+    *,
+    metric: str = "w2",
+    n: int = 2000,
+    repeats: int = 10,
+    generator: torch.Generator | None = None,
+    bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
+    n_projections: int = 256,
+    floor_seed: int = 0,
+    floor_repeats: int | None = None,
+) -> PairedDifference:
+    r"""Compare two models by a scorecard metric on shared data sets (common random numbers).
+
+    In repeat :math:`r` both models' samples (``n`` each, drawn independently) are scored
+    against the *same* fresh data sample :math:`y_r`: :math:`a_r = M(x^a_r, y_r)`,
+    :math:`b_r = M(x^b_r, y_r)`. The paired difference :math:`\bar d = \frac1k \sum_r
+    (a_r - b_r)` estimates :math:`\E M(x^a, y) - \E M(x^b, y)` (the difference of the two
+    models' scorecard values) with standard error :math:`s_d/\sqrt k`, where
+    :math:`s_d^2 = s_a^2 + s_b^2 - 2\rho\, s_a s_b`: the noise the data sample puts into
+    both scores (for :math:`W_2` on two moons, chiefly its chance imbalance between the
+    moons) cancels to the extent that :math:`\rho > 0`. Two separate scorecards would give
+    the difference :math:`\bar a - \bar b` with :math:`\rho = 0`, and their two ratios share
+    one floor, whose error does not cancel from a difference of ratios but scales it. Use
+    this function whenever the question is which of two models is closer to the data.
+
+    Args:
+        model_a, model_b: models (``.sample(n, generator=...)``), callables or tensors of at
+            least ``repeats * n`` samples, as in :func:`scorecard`.
+        dataset: the data distribution (``.sample(n, generator=...)``).
+        metric: one scorecard metric key.
+        n, bandwidths, n_projections, floor_seed, floor_repeats: as in :func:`scorecard`
+            (the floor is the same).
+        repeats: number of shared data sets (at least 2).
+        generator: randomness of both models' samples (``a``'s drawn first) and of the data
+            sets; ``None`` uses the global RNG.
+
+    Returns:
+        The :class:`PairedDifference`.
+
+    Example:
+        >>> from gmbook.data import TwoMoons
+        >>> data = TwoMoons()
+        >>> wide = lambda n, generator=None: 1.1 * data.sample(n, generator=generator)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> d = paired_difference(wide, data, data, metric="sw2", n=500, repeats=10,
+        ...                       generator=g)
+        >>> d.mean > 3 * d.se, d.se < d.unpaired_se
+        (True, True)
+    """
+    n = _check_int("n", n, 2)
+    repeats = _check_int("repeats", repeats, 2)
+    if floor_repeats is None:
+        floor_repeats = FLOOR_REPEATS
+    floor_repeats = _check_int("floor_repeats", floor_repeats, 2)
+    n_projections = _check_int("n_projections", n_projections, 1)
+    floor_seed = _check_int("floor_seed", floor_seed, 0)
+    generator = _check_generator(generator)
+    scales = _check_bandwidths(bandwidths)
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a string, got {_describe(metric)}")
+    base = "mmd" if metric.startswith("mmd") else metric
+    known = [*SCORECARD_METRICS, *(f"mmd@{s:g}" for s in scales)]
+    if metric not in known:
+        raise ValueError(f"unknown metric {metric!r}; choose from {known}")
+    if base == "w2" and n > W2_MAX_N:
+        raise ValueError(f"exact W2 is limited to n <= {W2_MAX_N}, got n = {n}")
+    if not callable(getattr(dataset, "sample", None)):
+        raise TypeError(f"dataset must have .sample(n, generator=...), got {_describe(dataset)}")
+    names = (base,)
+    fakes_a = _model_samples(model_a, n, repeats, generator)
+    fakes_b = _model_samples(model_b, n, repeats, generator)
+    if fakes_a[0].shape[1] != fakes_b[0].shape[1]:
+        raise ValueError(
+            f"the models sample dimensions {fakes_a[0].shape[1]} and {fakes_b[0].shape[1]}"
+        )
+    dtype = torch.promote_types(fakes_a[0].dtype, fakes_b[0].dtype)
+    fakes_a, fakes_b = [x.to(dtype) for x in fakes_a], [x.to(dtype) for x in fakes_b]
+    like = fakes_a[0]
+    dim = like.shape[1]
+    ref = _reference(
+        dataset, dim, n, floor_repeats, min(floor_repeats, CEILING_REPEATS), names, scales,
+        n_projections, floor_seed, like,
+    )
+    reals = [_true_samples(dataset, n, dim, generator, like) for _ in range(repeats)]
+    a = np.array([r[metric] for r in _score(fakes_a, dataset, reals, None, names, scales,
+                                            ref.theta)])
+    b = np.array([r[metric] for r in _score(fakes_b, dataset, reals, None, names, scales,
+                                            ref.theta)])
+    d = a - b
+    f_mean, f_std = _mean_std([r[metric] for r in ref.floor])
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(repeats))
+    unpaired = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / repeats)
+    sa, sb = a.std(ddof=1), b.std(ddof=1)
+    rho = float(np.corrcoef(a, b)[0, 1]) if sa > 0 and sb > 0 else math.nan
+    f_se = f_std / math.sqrt(floor_repeats)
+    ratio = mean / f_mean if f_mean > 0 else math.inf
+    ratio_se = math.hypot(se / f_mean, mean * f_se / f_mean**2) if f_mean > 0 else math.inf
+    return PairedDifference(
+        metric, n, repeats, tuple(a.tolist()), tuple(b.tolist()), mean, se, unpaired, rho,
+        f_mean, f_se, ratio, ratio_se,
     )
