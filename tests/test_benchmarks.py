@@ -24,6 +24,7 @@ from benchmarks import baselines  # noqa: E402
 from benchmarks.registry import ENTRIES, Entry, Trained, load_entries, register  # noqa: E402
 from benchmarks.run import main, to_markdown  # noqa: E402
 from gmbook.data import toy  # noqa: E402
+from gmbook.metrics import FLOOR_REPEATS  # noqa: E402
 
 BASELINES = ("gaussian", "gaussian_mixture")
 RECORD_KEYS = {
@@ -87,12 +88,19 @@ def test_main_writes_json_and_markdown(tiny_run, capsys):
         assert rec["nfe"] == 0
         for value in rec["ratios"].values():
             assert value is not None and math.isfinite(value["ratio"])
+            assert math.isfinite(value["se"]) and value["se"] > 0
+        # the precise floors: FLOOR_REPEATS pairs, with the scorecard's ratio +- se
+        card = rec["scorecard"]
+        assert card["floor_repeats"] == report["settings"]["floor_repeats"] == FLOOR_REPEATS
+        w2 = next(row for row in card["rows"] if row["metric"] == "w2")
+        assert rec["ratios"]["w2"]["se"] == w2["ratio_se"]
         for key in ("nll", "entropy", "kl"):
             assert math.isfinite(rec[key]["mean"]) and rec[key]["se"] > 0
     assert "## two_moons" in markdown
     header = [line for line in markdown.splitlines() if line.startswith("| entry |")]
     assert len(header) == 1 and "W2 ratio" in header[0] and "KL gap" in header[0]
     assert "| gaussian_mixture |" in markdown
+    assert f"the floor is the mean of {FLOOR_REPEATS} pairs" in markdown
     # The Markdown is rendered from the JSON alone.
     assert to_markdown(report) == markdown
 

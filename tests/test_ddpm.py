@@ -35,6 +35,7 @@ from gmbook.ddpm import (
 from gmbook.exercises import check
 from gmbook.exercises import ddpm as ex
 from gmbook.nets import MLP
+from gmbook.samplers import DiscreteVPPath, Prediction, SamplePath
 
 F64 = torch.float64
 
@@ -270,11 +271,94 @@ def test_sampler_makes_steps_network_calls_and_path(deterministic):
     path = model.sample(3, steps=7, generator=gen(0), return_path=True,
                         deterministic=deterministic)
     assert counted.calls == 7
-    assert path.states.shape == (8, 3, 2) and path.x0_preds.shape == (8, 3, 2)
-    assert path.steps.tolist() == [100, 86, 71, 57, 43, 29, 14, 0]
+    assert isinstance(path, SamplePath) and path.nfe == 7
+    assert path.states.shape == (8, 3, 2) and path.x0_preds.shape == (7, 3, 2)
+    assert (path.times * 100).round().tolist() == [100, 86, 71, 57, 43, 29, 14, 0]
+    torch.testing.assert_close(path.states[-1], path.samples)
     counted.calls = 0
     model.sample(2, generator=gen(0))
     assert counted.calls == 100  # the full ancestral sampler: T calls
+
+
+def _hand_rolled(model: DDPM, n: int, steps: int, eta: float, seed: int,
+                 clip: float | None = None) -> Tensor:
+    """The chapter's loop of eq-ddpm-ancestral / eq-ddpm-ddim written out with ddim_step:
+    x_T from the generator, then one draw of z per step that ends above t = 0."""
+    g = gen(seed)
+    x = torch.randn(n, 2, generator=g)
+    T = model.T
+    grid = torch.linspace(T, 0, steps + 1, dtype=F64).round().long().unique_consecutive()
+    for t, s in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        ab_t, ab_s = model.alpha_bar[t].float(), model.alpha_bar[s].float()
+        eps = model.net(x, torch.full((n,), t / T))
+        if clip is not None:
+            eps = eps_from_x0(x, x0_from_eps(x, eps, ab_t).clamp(-clip, clip), ab_t)
+        if s == 0:
+            x = x0_from_eps(x, eps, ab_t)
+        else:
+            z = torch.randn(x.shape, generator=g) if eta > 0 else None
+            x = ddim_step(x, eps, ab_t, ab_s, eta=eta, noise=z)
+    return x
+
+
+@pytest.mark.parametrize(("steps", "deterministic", "clip"),
+                         [(1000, False, None), (50, True, None), (20, False, None),
+                          (50, True, 1.0)])
+def test_sampler_follows_the_chapters_update_and_random_stream(steps, deterministic, clip):
+    """[eq-ddpm-ancestral, eq-ddpm-ddim] DDPM.sample (gmbook.samplers.ddim on the model's
+    Prediction over t = k / T) gives, for the same generator, the samples of a hand-rolled
+    loop of ddim_step (eta = 1 ancestral, eta = 0 DDIM, optionally clipping x0_hat) to
+    float32 rounding: the same formulas and the same random stream."""
+    torch.manual_seed(0)
+    net = MLP(2, hidden=32, time_dim=16)
+    with torch.no_grad():  # a network whose samples are of order 1, like a trained one
+        net.out.weight.mul_(0.05)
+    model = DDPM(net, (2,), T=1000)
+    with torch.no_grad():
+        ref = _hand_rolled(model, 300, steps, 0.0 if deterministic else 1.0, 3, clip)
+    out = model.sample(300, steps=steps, deterministic=deterministic, clip=clip,
+                       generator=gen(3))
+    assert ref.abs().max() > 0.5
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    if not deterministic:  # a different stream gives different samples
+        other = model.sample(300, steps=steps, clip=clip, generator=gen(4))
+        assert (other - ref).abs().max() > 0.1
+
+
+def test_prediction_is_the_networks_kind_on_the_discrete_path():
+    """[eq-ddpm-conversions] DDPM.prediction() is a samplers.Prediction of the model's kind
+    on DiscreteVPPath(alpha_bar): at t = k / T its (x0_hat, eps_hat) are those of
+    DDPM.predict at step k, for the three kinds; with clip it is a clamped x0 prediction."""
+    g = gen(14)
+    x = 3 * torch.randn(6, 2, generator=g, dtype=F64)
+    k = torch.tensor([1, 7, 100, 400, 999, 1000])
+    for kind in ("eps", "x0", "v"):
+        model = DDPM(MLP(2, hidden=8, time_dim=8).double(), (2,), T=1000, prediction=kind)
+        pred = model.prediction()
+        assert isinstance(pred, Prediction) and pred.kind == kind
+        assert isinstance(pred.path, DiscreteVPPath)
+        x0, eps = pred.x0_eps(x, k.double() / 1000)
+        eps_ref, x0_ref = model.predict(x, k)
+        torch.testing.assert_close(x0, x0_ref)
+        torch.testing.assert_close(eps, eps_ref)
+        clipped = model.prediction(clip=1.0)
+        assert clipped.kind == "x0"
+        x0c, epsc = clipped.x0_eps(x, k.double() / 1000)
+        torch.testing.assert_close(x0c, x0_ref.clamp(-1, 1))
+        ab = model.alpha_bar[k][:, None]
+        torch.testing.assert_close(epsc, eps_from_x0(x, x0_ref.clamp(-1, 1), ab))
+
+
+def test_loss_takes_a_generator():
+    """The loss draws t and eps from its generator: the same generator state gives the same
+    loss, another one a different loss, and the global RNG is not touched."""
+    model = DDPM(MLP(2, hidden=8, time_dim=8), (2,), T=100)
+    x = torch.randn(64, 2, generator=gen(1))
+    state = torch.random.get_rng_state()
+    a, b = model.loss(x, generator=gen(2)), model.loss(x, generator=gen(2))
+    c = model.loss(x, generator=gen(3))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert a.item() == b.item() and a.item() != c.item()
 
 
 def test_clip_changes_standardized_samples():

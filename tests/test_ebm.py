@@ -221,6 +221,44 @@ def test_pcd_counts_the_steps_of_its_chains():
     assert set(model.buffer_steps.unique().tolist()) <= {3} | set(steps.unique().tolist())
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_energy_mlp_input_grad_is_the_autograd_gradient(depth):
+    """[eq-ebm-langevin] The closed-form input gradient of the energy network (the chain rule
+    written out, silu'(h) = s(h) + silu(h)(1 - s(h))) equals autograd's, and so does
+    ``EBM.energy_grad`` with the base term [eq-ebm-base]; the Langevin chains that use it
+    are those of autograd through ``EBM.energy``, draw for draw."""
+    net = energy_mlp(hidden=16, depth=depth, seed=0).double()
+    with torch.no_grad():                  # non-zero output weights: a gradient to check
+        net.out.weight.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    z = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(net(z).sum(), z)
+    torch.testing.assert_close(net.input_grad(x), expected, rtol=1e-12, atol=1e-12)
+    model = EBM(net, negatives="cd", k=5, base_std=2.0, step_size=0.05)
+    z = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(model.energy(z).sum(), z)
+    torch.testing.assert_close(model.energy_grad(x), expected, rtol=1e-12, atol=1e-12)
+    assert (model.energy_grad(x) - net.input_grad(x) - x / 4).abs().max().item() < 1e-12
+    auto = langevin(model.energy, x, 5, 0.05, generator=torch.Generator().manual_seed(3))
+    model.generator = torch.Generator().manual_seed(3)   # the same draws as `auto`
+    fast = model.sample_negatives(x)          # CD-5 from x: the closed-form gradient
+    torch.testing.assert_close(fast, auto, rtol=1e-10, atol=1e-10)
+
+
+def test_energy_mlp_seed_fixes_the_weights_without_touching_the_global_rng():
+    """``energy_mlp(seed=s)`` gives the same weights whatever ran before, and leaves the
+    caller's global random state as it was."""
+    torch.manual_seed(0)
+    a = energy_mlp(seed=7)
+    torch.rand(5)
+    state = torch.random.get_rng_state()
+    b = energy_mlp(seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(energy_mlp(seed=8).layers[0].weight, a.layers[0].weight)
+
+
 class _Quadratic(nn.Module):
     """E(x) = sum_j (x_j - mu_j)^2 / (2 sigma_j^2): a Gaussian family for NCE."""
 
@@ -351,13 +389,18 @@ def test_ais_samples_the_target_with_many_temperatures():
         (lambda: langevin(lambda x: x, torch.zeros(2, 2), 3, 0.1), ValueError,
          r"must map \(C, D\) to \(C,\)"),
         (lambda: contrastive_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(2, 3)),
-         ValueError, "same dimension"),
+         ValueError, r"x_neg must have the dimension D = 2"),
         (lambda: contrastive_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(2, 2),
                                   reg=-1.0), ValueError, "reg must be >= 0"),
+        (lambda: langevin(lambda x: x.sum(1), torch.zeros(2, 2), 3, 0.1, grad="g"), TypeError,
+         "grad must be None or a callable"),
+        (lambda: energy_mlp(seed=-1), ValueError, "seed must be an int >= 0"),
+        (lambda: energy_mlp().input_grad(torch.zeros(2, 3)), ValueError,
+         r"x must have shape \(B, 2\)"),
         (lambda: NCE(energy_mlp()), TypeError, "ebm must be an EBM"),
         (lambda: NCE(EBM(energy_mlp()), nu=0.0), ValueError, "nu must be > 0"),
         (lambda: nce_loss(lambda x: x.sum(1), torch.zeros(2, 2), torch.zeros(3, 3),
-                          lambda x: x.sum(1)), ValueError, "same dimension"),
+                          lambda x: x.sum(1)), ValueError, r"x_noise must have the dimension D = 2"),
         (lambda: nce_loss(lambda x: x, torch.zeros(2, 2), torch.zeros(3, 2),
                           lambda x: x.sum(1)), ValueError, r"map \(B, D\) to \(B,\)"),
         (lambda: ais(lambda x: x.sum(1), torch.zeros(4, 2), lambda x: x.sum(1), [0.0, 0.5],
@@ -374,7 +417,7 @@ def test_bad_arguments_raise_clear_errors(call, exc, match):
 
 def test_module_exports():
     """``__all__`` lists the public names."""
-    assert set(ebm_module.__all__) == {"AISResult", "EBM", "NCE", "NEGATIVES", "ais",
+    assert set(ebm_module.__all__) == {"AISResult", "EBM", "EnergyMLP", "NCE", "NEGATIVES", "ais",
                                        "contrastive_loss", "energy_mlp", "langevin",
                                        "nce_loss"}
 

@@ -26,6 +26,7 @@ from gmbook.flow_matching import (
     velocity_from_score,
 )
 from gmbook.nets import MLP
+from gmbook.samplers import SamplePath
 
 F64 = torch.float64
 
@@ -250,7 +251,10 @@ def test_model_contract(shape, coupling):
     loss.backward()
     for solver in ("euler", "midpoint", "heun"):
         assert model.sample(5, steps=3, solver=solver).shape == (5, *shape)
-    assert model.sample(5, steps=3, return_path=True).shape == (4, 5, *shape)
+    path = model.sample(5, steps=3, return_path=True)
+    assert isinstance(path, SamplePath) and path.states.shape == (4, 5, *shape)
+    assert path.nfe == 3 and path.x0_preds.shape == (3, 5, *shape)
+    torch.testing.assert_close(path.states[-1], path.samples)
     x0, x1 = reflow_pairs(model, 4, steps=3)
     torch.testing.assert_close(model.sample(4, x0=x0, steps=3, solver="midpoint"), x1)
     with pytest.raises(ValueError):
@@ -284,3 +288,114 @@ def test_logit_normal_times():
     frac = float(((t - 0.5).abs() < 0.25).to(F64).mean())
     p = math.erf(math.log(3) / math.sqrt(2))
     assert abs(frac - p) < 0.005, (frac, p)
+
+
+# ---------------------------------------------------------------- sampling through gmbook.samplers
+
+
+def _euler_by_hand(v, x, steps):
+    """Euler's rule written out in flow-matching time, x <- x + h v(x, k h)."""
+    h = 1.0 / steps
+    for k in range(steps):
+        x = x + h * v(x, torch.full((x.shape[0],), k * h, dtype=x.dtype))
+    return x
+
+
+def _midpoint_by_hand(v, x, steps):
+    """The midpoint rule written out in flow-matching time."""
+    h = 1.0 / steps
+    for k in range(steps):
+        t = torch.full((x.shape[0],), k * h, dtype=x.dtype)
+        x = x + h * v(x + 0.5 * h * v(x, t), t + 0.5 * h)
+    return x
+
+
+@pytest.mark.parametrize("path", ["linear", "vp"])
+@pytest.mark.parametrize("solver", ["euler", "midpoint"])
+def test_sample_runs_the_common_samplers(path, solver):
+    r"""eq-fm-ode: ``FlowMatching.sample`` goes through :mod:`gmbook.samplers` in the
+    diffusion time 1 - t, with the velocity's sign flipped, and gives the numbers of Euler's
+    and the midpoint rule written out in flow-matching time (float32 rounding)."""
+    torch.manual_seed(1)
+    model = FlowMatching(MLP(2, hidden=32, depth=2, time_dim=8), shape=(2,), path=path)
+    x0 = torch.randn(300, 2)
+    by_hand = {"euler": _euler_by_hand, "midpoint": _midpoint_by_hand}[solver]
+    with torch.no_grad():
+        for steps in (1, 3, 7):
+            want = by_hand(model.velocity, x0, steps)
+            got = model.sample(300, x0=x0, steps=steps, solver=solver)
+            torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    # on a field that depends on time, in float64: equal up to the float32 rounding of the
+    # times gmbook.samplers.euler hands over (3e-8), and a time not reversed (the sampler
+    # fed t instead of 1 - t) would be far off
+    exact = FlowMatching(_Field(gaussian_velocity(2.0, 0.5, path)), shape=(2,), path=path)
+    x0 = x0.double()
+    got = exact.sample(300, x0=x0, steps=3, solver=solver)
+    with torch.no_grad():
+        want = by_hand(exact.velocity, x0, 3)
+        wrong = by_hand(lambda x, t: exact.velocity(x, 1 - t), x0, 3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert float((wrong - got).abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("path", ["linear", "vp"])
+def test_prediction_converts_the_exact_velocity(path):
+    r"""eq-fm-conversions: the model's :class:`~gmbook.samplers.Prediction` on the samplers'
+    path (t = 1 - t_FM) turns the exact Gaussian velocity into the exact score
+    -(x - alpha m) / (alpha^2 s^2 + sigma^2), and its velocity is -u at t_FM = 1 - t."""
+    m, s = 0.5, 0.6
+    u = gaussian_velocity(m, s, path)
+    model = FlowMatching(_Field(u), shape=(2,), path=path)
+    pred = model.prediction()
+    x = torch.randn(40, 2, dtype=F64)
+    t = 0.05 + 0.9 * torch.rand(40, dtype=F64)  # samplers' time
+    c = path_coefficients(1 - t, path)
+    exact = -(x - c.alpha[:, None] * m) / (c.alpha**2 * s**2 + c.sigma**2)[:, None]
+    torch.testing.assert_close(pred.score(x, t), exact)
+    torch.testing.assert_close(pred.velocity(x, t), -u(x, 1 - t))
+
+
+def test_dopri5_sampling_and_common_signature():
+    r"""eq-fm-ode: the exact Gaussian flow maps x0 to m + s x0; the adaptive reference and a
+    sampler passed as a function (the common signature) both land there."""
+    from gmbook import samplers
+
+    m, s = 2.0, 0.5
+    model = FlowMatching(_Field(gaussian_velocity(m, s)), shape=(1,))
+    x0 = torch.tensor([[-1.0], [0.0], [1.0]], dtype=F64)
+    path = model.sample(3, x0=x0, solver="dopri5", return_path=True)
+    torch.testing.assert_close(path.samples, m + s * x0, atol=1e-4, rtol=0)
+    assert path.nfe > 6
+    got = model.sample(3, x0=x0, steps=400, solver=samplers.midpoint)
+    torch.testing.assert_close(got, m + s * x0, atol=1e-4, rtol=0)
+
+
+def test_log_prob_tolerances_reach_the_adaptive_solver():
+    r"""eq-fm-change-of-variables: ``log_prob`` passes ``rtol``/``atol`` to dopri5 (a loose
+    tolerance is measurably less accurate than a tight one on the exact Gaussian flow)."""
+    m, s = 0.5, 0.6
+    model = FlowMatching(_Field(gaussian_velocity(m, s, "vp")), shape=(2,), path="vp")
+    x = m + s * torch.randn(50, 2, dtype=F64)
+    exact = (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).sum(1)
+    tight = (model.log_prob(x, solver="dopri5", rtol=1e-9, atol=1e-9) - exact).abs().max()
+    loose = (model.log_prob(x, solver="dopri5", rtol=1e-2, atol=1e-2) - exact).abs().max()
+    assert float(tight) < 1e-6 < float(loose), (float(tight), float(loose))
+
+
+def test_odeint_scalar_time_gives_the_same_numbers():
+    r"""eq-fm-ode: with ``scalar_t`` the MLP sees one 0-dim time per call (its time branch
+    runs once) and the solution is that of (B,) times, to float32 rounding."""
+    torch.manual_seed(2)
+    net = MLP(2, hidden=32, depth=2, time_dim=8)
+    x0 = torch.randn(100, 2)
+    seen = []
+
+    def f(x, t):
+        seen.append(t.ndim)
+        return net(x, t)
+
+    with torch.no_grad():
+        a = odeint(f, x0, steps=4, solver="midpoint", scalar_t=True)
+        assert set(seen) == {0}
+        b = odeint(net, x0, steps=4, solver="midpoint")
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -227,23 +227,36 @@ def test_digit_classifier_rejects_bad_shapes():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_folded_fast_path_computes_the_same_function(dtype):
-    """Without autograd (or with a scalar time) MLP folds the time branch into the biases,
-    once per distinct time, in chunks of FOLD_CHUNK rows: same values as the plain layers,
-    for a scalar, a constant (B,) and a mixed (B,) time, across chunk boundaries."""
+def test_folded_fast_path_computes_the_same_function(dtype, monkeypatch):
+    """Without autograd, with a scalar time, or with few distinct times (a ladder of noise
+    levels), MLP folds the time branch into the biases, once per distinct time, in chunks of
+    FOLD_CHUNK rows: same values as the plain layers, for a scalar, a constant (B,) and a
+    mixed (B,) time, across chunk boundaries, and the same gradients with autograd."""
+    from gmbook import nets
     from gmbook.nets import FOLD_CHUNK, MLP
 
     net = MLP(3, hidden=16, depth=2, time_dim=8).to(dtype)
     x = torch.randn(FOLD_CHUNK + 37, 3, dtype=dtype)
     mixed = torch.rand(4, dtype=dtype)[torch.randint(0, 4, (x.shape[0],))]
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    # gradients sum over 2085 rows in another order: float32 rounding, float64 exact
+    gtol = dict(rtol=1e-3, atol=1e-4) if dtype == torch.float32 else tol
     for t in (torch.full((x.shape[0],), 0.3, dtype=dtype), mixed):
-        with torch.enable_grad():
-            plain = net(x, t)  # autograd on and (B,) times: the plain layer-by-layer path
+        with monkeypatch.context() as m, torch.enable_grad():
+            m.setattr(nets, "FOLD_MAX_LEVELS", 0)  # the plain layer-by-layer path
+            plain = net(x, t)
+            grads = torch.autograd.grad(plain.pow(2).sum(), list(net.parameters()))
         with torch.no_grad():
             torch.testing.assert_close(net(x, t), plain.detach(), **tol)
-    with torch.enable_grad():
+        with torch.enable_grad():  # folded with autograd: 1 or 4 distinct times
+            folded = net(x, t)
+            for g, h in zip(grads, torch.autograd.grad(folded.pow(2).sum(),
+                                                       list(net.parameters()))):
+                torch.testing.assert_close(h, g, **gtol)
+    with monkeypatch.context() as m, torch.enable_grad():
+        m.setattr(nets, "FOLD_MAX_LEVELS", 0)
         plain = net(x, torch.full((x.shape[0],), 0.7, dtype=dtype))
+    with torch.enable_grad():
         scalar = net(x, 0.7)  # folded, with autograd: gradients must flow
     torch.testing.assert_close(scalar, plain, **tol)
     scalar.sum().backward()

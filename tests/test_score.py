@@ -10,9 +10,9 @@ import torch
 from gmbook.data import TwoMoons
 from gmbook.densities import GaussianMixture
 from gmbook.nets import MLP
+from gmbook.samplers import Prediction, SamplePath, VEPath, langevin_corrector
 from gmbook.score import (
     NCSN,
-    AnnealedPath,
     annealed_langevin,
     denoising_score_matching,
     divergence,
@@ -309,7 +309,8 @@ def test_annealed_langevin_recovers_unequal_weights():
     x0 = 10 * torch.randn(4000, 1, generator=g, dtype=F64)
     out = annealed_langevin(lambda z, i: mixture_score(levels[i], z), x0, sigmas,
                             steps_per_level=100, eps=1e-3, generator=g, return_path=True)
-    assert isinstance(out, AnnealedPath) and out.levels.shape == (10, 4000, 1)
+    assert isinstance(out, SamplePath) and out.states.shape == (11, 4000, 1)
+    assert out.nfe == 10 * 100 + 1 and torch.equal(out.states[-1], out.samples)
     assert abs(float((out.samples < 0).double().mean()) - 0.8) < 0.03
 
 
@@ -368,6 +369,7 @@ def test_ncsn_contract_and_loss_scale():
     z = torch.randn(4, 2)
     torch.testing.assert_close(model.score(z, torch.full((4,), 2)), model.score(z, 2))
     assert not torch.allclose(model.score(z, 1), model.score(z, 2))
+    torch.testing.assert_close(model.prediction().score(z, model.sigmas[2]), model.score(z, 2))
     a = model.sample(3, steps_per_level=2, generator=torch.Generator().manual_seed(0))
     b = model.sample(3, steps_per_level=2, generator=torch.Generator().manual_seed(0))
     assert a.shape == (3, 2) and torch.equal(a, b)
@@ -393,3 +395,80 @@ def test_argument_errors():
         mixture_score("gmm", torch.zeros(3, 2))
     with pytest.raises(ValueError, match="same shape"):
         divergence(torch.zeros(3, 1), torch.zeros(3, 2))
+
+
+def test_ncsn_sample_is_annealed_langevin_by_hand():
+    r"""eq-sm-annealed, eq-sm-tweedie: ``NCSN.sample`` (through
+    :func:`gmbook.samplers.annealed_langevin`) equals a hand-written loop of the annealed
+    update with the same random stream: start :math:`\sqrt{1 + \sigma_1^2}\, z`, then
+    :math:`x + \alpha_i s(x, \sigma_i) + \sqrt{2\alpha_i}\, \xi` with :math:`\alpha_i =
+    \epsilon \sigma_i^2 / \sigma_L^2`, then :math:`x + \sigma_L^2 s(x, \sigma_L)`; a wrong
+    step-size power, noise scale or Tweedie step fails it."""
+    torch.manual_seed(1)
+    model = NCSN(MLP(2, hidden=16, depth=2, time_dim=8), geometric_sigmas(2.0, 0.1, 4), dim=2)
+    model.requires_grad_(False)
+    steps, eps = 5, 1e-2
+    path = model.sample(50, steps_per_level=steps, eps=eps, return_path=True,
+                        generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    sig = [float(s) for s in model.sigmas]
+    x = torch.randn(50, 2, generator=g) * math.sqrt(1 + sig[0] ** 2)
+    ends = []
+    for i, s in enumerate(sig):
+        alpha = eps * s**2 / sig[-1] ** 2
+        for _ in range(steps):
+            x = x + alpha * model.score(x, i) + math.sqrt(2 * alpha) * torch.randn(
+                x.shape, generator=g)
+        ends.append(x)
+    x = x + sig[-1] ** 2 * model.score(x, len(sig) - 1)
+    torch.testing.assert_close(path.samples, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(path.states[:-1], torch.stack(ends), rtol=1e-5, atol=1e-5)
+    assert path.nfe == 4 * steps + 1 and path.times.shape == (5,) and path.times[-1] == 0
+    torch.testing.assert_close(path.times[:-1], model.sigmas.double())
+    plain = model.sample(50, steps_per_level=steps, eps=eps, denoise=False,
+                         generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(plain, torch.stack(ends)[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_ncsn_loss_takes_a_generator():
+    r"""eq-sm-ncsn-loss: the loss draws its levels and noise from ``generator``
+    (reproducible, and different from another seed)."""
+    model = NCSN(MLP(2, hidden=16, time_dim=8), geometric_sigmas(3.0, 0.05, 5), dim=2)
+    x = torch.randn(64, 2)
+    a, b, c = (model.loss(x, generator=torch.Generator().manual_seed(k)) for k in (0, 0, 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_langevin_corrector_keeps_the_noised_gaussian():
+    r"""eq-sm-langevin on :math:`p_t`: with the exact noise prediction of Gaussian data
+    :math:`\mathcal N(m, s^2)` on the VE path, the corrector at :math:`t = \sigma` leaves
+    :math:`\mathcal N(m, s^2 + \sigma^2)` invariant (up to the ULA bias of a small step), and
+    moves a wrong start (:math:`\mathcal N(0, 1)`) there."""
+    m, s, sigma = 1.5, 0.5, 0.8
+    var = s**2 + sigma**2
+
+    def eps_hat(x, t):  # E[eps | x_t] = sigma (x - m) / (s^2 + sigma^2)
+        t = t.reshape(-1, 1)
+        return t * (x - m) / (s**2 + t**2)
+
+    pred = Prediction(eps_hat, "eps", VEPath(5.0))
+    x = torch.randn(20_000, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
+    out = langevin_corrector(pred, x, sigma, steps=400, step_size=0.02,
+                             generator=torch.Generator().manual_seed(1), return_path=True)
+    assert out.nfe == 400 and out.states.shape == (401, 20_000, 1)
+    assert abs(float(out.samples.mean()) - m) < 0.03
+    assert abs(float(out.samples.var()) - var) < 0.03
+    with pytest.raises(ValueError, match="one time"):
+        langevin_corrector(pred, x, torch.tensor([0.5, 0.4]), step_size=0.1)
+
+
+def test_annealed_sampler_final_step_is_the_x0_prediction():
+    r"""eq-sm-tweedie: the last step of :func:`gmbook.samplers.annealed_langevin` is the
+    prediction's :math:`\hat x_0` at the smallest level; with zero Langevin steps the
+    sampler returns exactly Tweedie's formula applied to its start."""
+    gmm = _small_mixture()
+    sigmas = geometric_sigmas(2.0, 0.3, 3)
+    x = torch.randn(40, 2, dtype=F64)
+    out = annealed_langevin(lambda z, i: mixture_score(noised_mixture(gmm, float(sigmas[i])), z),
+                            x, sigmas, steps_per_level=0)
+    torch.testing.assert_close(out, mixture_posterior_mean(gmm, x, float(sigmas[-1])))

@@ -386,3 +386,24 @@ def test_fit_takes_a_generator_like_every_random_function():
     with pytest.raises(TypeError, match="generator"):
         fit_(lambda b: b.sum(), torch.ones(4, 2), params=[torch.nn.Parameter(torch.ones(1))],
              steps=1, generator=3)
+
+
+def test_default_optimizer_is_adam_bit_for_bit():
+    """The default optimizer (Adam with ``foreach=True``, for speed on a CPU) takes exactly the
+    steps of the plain single-tensor Adam: same parameters, bit for bit, after a cosine run."""
+    from gmbook.nets import MLP
+
+    def run(optimizer_factory):
+        torch.manual_seed(0)
+        net = MLP(2, 2, hidden=16, depth=2)
+        data = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+        loss = lambda b: (net(b) - b.flip(1)).square().mean()  # noqa: E731
+        opt = None if optimizer_factory is None else optimizer_factory(net.parameters())
+        fit(loss, data, params=net.parameters(), optimizer=opt, steps=30, batch_size=16,
+            lr=0.01, schedule="cosine", warmup=3, seed=2, progress=False)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    default = run(None)
+    plain = run(lambda ps: torch.optim.Adam(ps, lr=0.01, foreach=False))
+    assert torch.equal(default, plain)
+    assert not torch.equal(default, run(lambda ps: torch.optim.Adam(ps, lr=0.011)))

@@ -72,3 +72,44 @@ def check_generator(generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
     return generator
+
+
+def check_float_tensor(name: str, x: object) -> Tensor:
+    """A floating-point ``torch.Tensor`` of any shape."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
+    return x
+
+
+def check_points(name: str, x: object, dim: int | None = None, *, min_rows: int = 0,
+                 batch_dims: bool = False, rows: str = "B") -> Tensor:
+    """A floating-point batch of points: shape ``(B, D)``, or ``(*B, D)`` with ``batch_dims``.
+
+    The one point check of the package's data, density, flow and VAE modules.
+
+    Args:
+        name: the argument's name, for the message.
+        x: the value to check.
+        dim: the required number of coordinates :math:`D` (``None``: any).
+        min_rows: the least number of rows (checked for ``(B, D)`` only).
+        batch_dims: accept any number of leading batch dimensions (at least one dimension).
+        rows: the letter the message gives the rows (``"B"``, or ``"n"`` for a data set).
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: its shape is not the one asked for.
+
+    Example:
+        >>> check_points("x", torch.zeros(3, 2), 2).shape
+        torch.Size([3, 2])
+    """
+    x = check_float_tensor(name, x)
+    d = "D" if dim is None else str(dim)
+    if batch_dims:
+        if x.ndim < 1 or (dim is not None and x.shape[-1] != dim):
+            raise ValueError(f"{name} must have shape (*{rows}, {d}), got {tuple(x.shape)}")
+        return x
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim) or x.shape[0] < min_rows:
+        least = f" with {rows} >= {min_rows}" if min_rows > 0 else ""
+        raise ValueError(f"{name} must have shape ({rows}, {d}){least}, got {tuple(x.shape)}")
+    return x

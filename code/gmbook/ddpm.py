@@ -18,10 +18,12 @@ Time is DDPM's discrete time (Ho et al., 2020): data at :math:`t = 0`, steps
   :func:`x0_from_v`, :func:`score_from_eps`, :func:`eps_from_score`. Each takes
   ``alpha_bar``, either a tensor broadcastable to ``x`` or one value per example of shape
   ``(B,)`` (then expanded with :func:`gmbook.nets.append_dims`).
-- :class:`DDPM`, the model: ``loss(x)`` (eq. ``eq-ddpm-simple``), ``sample(n, ...)``
-  (ancestral sampling, eq. ``eq-ddpm-ancestral``, or the deterministic DDIM update,
-  eq. ``eq-ddpm-ddim``, on any sub-sequence of steps) and ``nll_bound(x)``, the negative
-  variational bound per example (eq. ``eq-ddpm-elbo``).
+- :class:`DDPM`, the model: ``loss(x)`` (eq. ``eq-ddpm-simple``), ``prediction()`` (the
+  network as a :class:`gmbook.samplers.Prediction` on the schedule's
+  :class:`gmbook.samplers.DiscreteVPPath`), ``sample(n, ...)`` (ancestral sampling, eq.
+  ``eq-ddpm-ancestral``, or the deterministic DDIM update, eq. ``eq-ddpm-ddim``, on any
+  sub-sequence of steps, run by :func:`gmbook.samplers.ddim`) and ``nll_bound(x)``, the
+  negative variational bound per example (eq. ``eq-ddpm-elbo``).
 
 Example:
     >>> from gmbook.nets import MLP
@@ -35,18 +37,18 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from gmbook import samplers
 from gmbook._checks import check_bool, check_generator, check_int, check_positive, describe
+from gmbook._random import randn
 from gmbook.nets import append_dims
 
 __all__ = [
     "DDPM",
-    "SamplePath",
     "alpha_bars",
     "cosine_betas",
     "ddim_step",
@@ -63,7 +65,7 @@ __all__ = [
     "x0_from_v",
 ]
 
-Prediction = Literal["eps", "x0", "v"]
+PredictionKind = Literal["eps", "x0", "v"]
 _PREDICTIONS = ("eps", "x0", "v")
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -424,26 +426,6 @@ def ddim_step(
 # --------------------------------------------------------------------------- the model
 
 
-@dataclass
-class SamplePath:
-    r"""Samples with the states the sampler went through.
-
-    Attributes:
-        samples: the final samples, shape ``(n, *D)``.
-        steps: the steps :math:`t` of the saved states, from :math:`T` down to 0,
-            shape ``(K,)``.
-        states: the states :math:`x_t` at those steps, shape ``(K, n, *D)``; ``states[0]``
-            is the starting noise, ``states[-1]`` the samples.
-        x0_preds: the predictions :math:`\hat x_0(x_t, t)` made at those steps (the last
-            row repeats the samples), shape ``(K, n, *D)``.
-    """
-
-    samples: Tensor
-    steps: Tensor
-    states: Tensor
-    x0_preds: Tensor
-
-
 def _timesteps(T: int, steps: int) -> list[int]:
     """``steps + 1`` integer steps from ``T`` down to 0, evenly spaced (rounded)."""
     grid = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long().tolist()
@@ -471,7 +453,9 @@ class DDPM(nn.Module):
         T: number of diffusion steps.
         schedule: ``"linear"`` (:func:`linear_betas`) or ``"cosine"``
             (:func:`cosine_betas`), or a tensor of :math:`\beta_1, \dots, \beta_T`.
-        prediction: ``"eps"`` (default), ``"x0"`` or ``"v"``.
+        prediction: ``"eps"`` (default), ``"x0"`` or ``"v"``; kept as the attribute
+            ``kind`` (the method :meth:`gmbook.ddpm.DDPM.prediction` returns the network as a
+            :class:`gmbook.samplers.Prediction`).
     """
 
     betas: Tensor
@@ -484,7 +468,7 @@ class DDPM(nn.Module):
         *,
         T: int = 1000,
         schedule: str | Tensor = "linear",
-        prediction: Prediction = "eps",
+        prediction: PredictionKind = "eps",
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -513,7 +497,7 @@ class DDPM(nn.Module):
         self.shape = tuple(shape)
         self.T = T
         self.schedule = name
-        self.prediction = prediction
+        self.kind = prediction
         self.register_buffer("betas", torch.cat([betas.new_zeros(1), betas]))
         self.register_buffer("alpha_bar", alpha_bars(betas))
 
@@ -522,7 +506,7 @@ class DDPM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"shape={self.shape}, T={self.T}, schedule={self.schedule!r}, "
-            f"prediction={self.prediction!r}"
+            f"prediction={self.kind!r}"
         )
 
     def _check_x(self, x: object, name: str = "x") -> Tensor:
@@ -576,39 +560,80 @@ class DDPM(nn.Module):
             ab = self.alpha_bar[t].to(x_t.dtype)
         else:
             ab = append_dims(self.ab(t, x_t), x_t.ndim)
-        if self.prediction == "eps":
+        if self.kind == "eps":
             return out, x0_from_eps(x_t, out, ab)
-        if self.prediction == "x0":
+        if self.kind == "x0":
             return eps_from_x0(x_t, out, ab), out
         return eps_from_v(x_t, out, ab), x0_from_v(x_t, out, ab)
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         r"""The simple loss of Ho et al. (2020), eq. ``eq-ddpm-simple``.
 
         Draws :math:`t \sim \mathcal U\{1, \dots, T\}` and :math:`\epsilon \sim
-        \mathcal N(0, I)` per example (from the global RNG) and returns the mean squared
-        error between the network output and its target: :math:`\epsilon`, :math:`x_0`
-        or :math:`v` (eq. ``eq-ddpm-conversions``), averaged over batch and dimensions.
+        \mathcal N(0, I)` per example and returns the mean squared error between the
+        network output and its target: :math:`\epsilon`, :math:`x_0` or :math:`v`
+        (eq. ``eq-ddpm-conversions``), averaged over batch and dimensions.
 
         Args:
             x: clean data, shape ``(B, *D)``.
+            generator: the source of :math:`t` and :math:`\epsilon` (drawn on its own
+                device, as in ``gmbook._random``); ``None`` for the global RNG.
 
         Returns:
             A scalar.
         """
         x = self._check_x(x)
-        t = torch.randint(1, self.T + 1, (x.shape[0],), device=x.device)  # (B,)
-        eps = torch.randn_like(x)
+        generator = check_generator(generator)
+        where = x.device if generator is None else generator.device
+        t = torch.randint(1, self.T + 1, (x.shape[0],), generator=generator,
+                          device=where).to(x.device)  # (B,)
+        eps = randn(x.shape, like=x, generator=generator)
         ab = append_dims(self.ab(t, x), x.ndim)
         x_t = q_sample(x, ab, eps)
-        target = {"eps": eps, "x0": x, "v": None}[self.prediction]
+        target = {"eps": eps, "x0": x, "v": None}[self.kind]
         if target is None:
             target = v_from_eps(x, eps, ab)
         return (self.net_output(x_t, t) - target).pow(2).mean()
 
     # ------------------------------------------------------------------ sampling
+
+    def path(self) -> samplers.DiscreteVPPath:
+        r"""The schedule as a Gaussian path of :mod:`gmbook.samplers`: step :math:`k` at
+        time :math:`t = k / T`, with :math:`\alpha_t^2 = \bar\alpha_k` and
+        :math:`\sigma_t^2 = 1 - \bar\alpha_k` (eq. ``eq-ddpm-marginal``)."""
+        return samplers.DiscreteVPPath(self.alpha_bar[1:])
+
+    def prediction(self, clip: float | None = None) -> samplers.Prediction:
+        r"""The network as a :class:`gmbook.samplers.Prediction` on :meth:`gmbook.ddpm.DDPM.path`.
+
+        The prediction takes states ``(B, *D)`` and times :math:`t = k / T` of shape
+        ``(B,)`` (the network's own time input); its kind is the model's (``"eps"``,
+        ``"x0"`` or ``"v"``) and :class:`~gmbook.samplers.Prediction` converts it to the
+        others (eq. ``eq-ddpm-conversions``).
+
+        Args:
+            clip: if given, the prediction is :math:`\hat x_0` clamped to
+                ``[-clip, clip]`` (a prediction of kind ``"x0"``, from which
+                :math:`\hat\epsilon` is recomputed), the "clip denoised" option of
+                common libraries; right for data in ``[-1, 1]`` with ``clip=1``, wrong for
+                standardized data.
+        """
+        path = self.path()
+
+        def net(x: Tensor, t: Tensor) -> Tensor:
+            return self.net(x.flatten(1), t).reshape(x.shape)
+
+        pred = samplers.Prediction(net, self.kind, path)
+        if clip is None:
+            return pred
+        c = check_positive("clip", clip)
+
+        def clipped(x: Tensor, t: Tensor) -> Tensor:
+            return pred.x0_eps(x, t)[0].clamp(-c, c)
+
+        return samplers.Prediction(clipped, "x0", path)
 
     @torch.no_grad()
     def sample(
@@ -621,7 +646,7 @@ class DDPM(nn.Module):
         clip: float | None = None,
         return_path: bool = False,
         x_T: Tensor | None = None,
-    ) -> Tensor | SamplePath:
+    ) -> Tensor | samplers.SamplePath:
         r"""Generate ``n`` samples by running the reverse chain from noise.
 
         With ``steps = T`` (default) and ``deterministic=False`` this is the ancestral
@@ -632,20 +657,23 @@ class DDPM(nn.Module):
         :func:`ddim_step`); with ``deterministic=True`` it takes the DDIM step
         (``eta = 0``, eq. ``eq-ddpm-ddim``). The last step returns :math:`\hat x_0`.
 
+        The loop is :func:`gmbook.samplers.ddim` on :meth:`gmbook.ddpm.DDPM.prediction`
+        over the grid :math:`t = \tau_i / T`, the one sampler loop of the book;
+        :func:`ddim_step` is the same update written with the chapter's :math:`\bar\alpha`.
+
         Args:
             n: number of samples.
             generator: randomness of the starting noise and of every step.
             steps: number of network evaluations :math:`K \le T` (default ``T``).
             deterministic: use the deterministic DDIM update.
             clip: if given, clamp every prediction :math:`\hat x_0` to
-                ``[-clip, clip]`` (and recompute :math:`\hat\epsilon` from it), the
-                "clip denoised" option of common libraries; right for data in
-                ``[-1, 1]`` with ``clip=1``, wrong for standardized data.
-            return_path: return a :class:`SamplePath` with every state.
+                ``[-clip, clip]`` (see :meth:`gmbook.ddpm.DDPM.prediction`).
+            return_path: return the sampler's :class:`gmbook.samplers.SamplePath`, with
+                the times :math:`\tau_i / T`, every state and every :math:`\hat x_0`.
             x_T: starting noise, shape ``(n, *D)``, instead of drawing it.
 
         Returns:
-            Samples of shape ``(n, *D)``, or a :class:`SamplePath`.
+            Samples of shape ``(n, *D)``, or a :class:`gmbook.samplers.SamplePath`.
         """
         n = check_int("n", n)
         steps = self.T if steps is None else check_int("steps", steps)
@@ -654,45 +682,21 @@ class DDPM(nn.Module):
         check_bool("deterministic", deterministic)
         check_bool("return_path", return_path)
         generator = check_generator(generator)
-        if clip is not None:
-            clip = check_positive("clip", clip)
-        ref = self.betas
+        pred = self.prediction(clip)
         dtype = next(self.net.parameters(), torch.empty(0)).dtype
         if not dtype.is_floating_point:
             dtype = torch.get_default_dtype()
         if x_T is None:
-            x = torch.randn((n, *self.shape), generator=generator, device=ref.device, dtype=dtype)
+            x = randn((n, *self.shape), device=self.betas.device, dtype=dtype,
+                      generator=generator)
         else:
             x = self._check_x(x_T, "x_T").clone()
             if x.shape[0] != n:
                 raise ValueError(f"DDPM.sample: x_T has {x.shape[0]} rows, expected n = {n}")
-        eta = 0.0 if deterministic else 1.0
-        grid = _timesteps(self.T, steps)
-        states, preds = [x], []
-        for t, s in zip(grid[:-1], grid[1:]):
-            ab_t = self.alpha_bar[t].to(x.dtype)
-            ab_s = self.alpha_bar[s].to(x.dtype)
-            eps, x0 = self.predict(x, t)
-            if clip is not None:
-                x0 = x0.clamp(-clip, clip)
-                eps = eps_from_x0(x, x0, ab_t)
-            if s == 0:
-                x = x0
-            else:
-                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = ddim_step(x, eps, ab_t, ab_s, eta=eta, noise=z if eta > 0 else None)
-            if return_path:
-                states.append(x)
-                preds.append(x0)
-        if not return_path:
-            return x
-        preds.append(x)
-        return SamplePath(
-            samples=x,
-            steps=torch.tensor(grid),
-            states=torch.stack(states),
-            x0_preds=torch.stack(preds),
-        )
+        grid = torch.tensor(_timesteps(self.T, steps), dtype=torch.float64) / self.T
+        out = samplers.ddim(pred, x, grid, eta=0.0 if deterministic else 1.0,
+                            generator=generator, return_path=return_path)
+        return out if return_path else out.samples
 
     # ------------------------------------------------------------------ likelihood
 
@@ -749,7 +753,7 @@ class DDPM(nn.Module):
             k = chunk.shape[0]
             t = chunk.repeat_interleave(B)  # (k B,)
             x0 = x.repeat(k, *([1] * len(self.shape)))  # (k B, *D)
-            eps = torch.randn(x0.shape, generator=generator, device=x.device, dtype=x.dtype)
+            eps = randn(x0.shape, like=x, generator=generator)
             ab_t = append_dims(self.ab(t, x), x.ndim)
             x_t = q_sample(x0, ab_t, eps)
             _, x0_hat = self.predict(x_t, t)
@@ -787,7 +791,7 @@ class DDPM(nn.Module):
         if t > self.T:
             raise ValueError(f"bound_term: t must be at most T = {self.T}, got {t}")
         steps = torch.full((x.shape[0],), t, device=x.device)
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        eps = randn(x.shape, like=x, generator=generator)
         x_t = q_sample(x, append_dims(self.ab(steps, x), x.ndim), eps)
         _, x0_hat = self.predict(x_t, t)
         return self._kl_terms(x, x0_hat, x_t, steps, bin_width, variance)

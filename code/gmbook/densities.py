@@ -35,10 +35,12 @@ from gmbook._checks import (
     check_generator,
     check_int,
     check_nonnegative,
+    check_points,
     check_positive,
     check_real,
     describe,
 )
+from gmbook._random import rand, randn
 from gmbook.nets import MLP
 
 __all__ = [
@@ -60,17 +62,6 @@ __all__ = [
 
 _LOG_2PI = math.log(2 * math.pi)
 _BLOCK = 2**22  # entries of the largest (rows, n) work array of the kernel sums
-
-
-def _check_points(x: object, name: str = "x", dim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (n, D), got {describe(x)}")
-    if x.ndim != 2 or x.shape[0] == 0 or (dim is not None and x.shape[1] != dim):
-        want = f"(n, {dim})" if dim is not None else "(n, D)"
-        raise ValueError(f"{name} must have shape {want} with n >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    return x
 
 
 # --------------------------------------------------------------------------- log-sum-exp
@@ -166,7 +157,7 @@ class GaussianMixture(nn.Module):
             components: :math:`K`.
             generator: randomness of the seeding.
         """
-        x = _check_points(x)
+        x = check_points("x", x, min_rows=1, rows="n")
         k = check_int("components", components)
         if x.shape[0] < k:
             raise ValueError(f"need at least components = {k} points, got {x.shape[0]}")
@@ -202,7 +193,7 @@ class GaussianMixture(nn.Module):
 
     def joint_log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log \pi_k + \log \mathcal N(x_i; \mu_k, \Sigma_k)`, shape ``(B, K)``."""
-        x = _check_points(x, dim=self.means.shape[1])
+        x = check_points("x", x, self.means.shape[1], min_rows=1, rows="n")
         log_w = torch.log_softmax(self.logits, dim=0)
         return log_w + self.components().log_prob(x[:, None, :])
 
@@ -226,10 +217,7 @@ class GaussianMixture(nn.Module):
         n = check_int("n", n)
         generator = check_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = torch.randn(
-            n, self.means.shape[1], generator=generator, device=self.means.device,
-            dtype=self.means.dtype,
-        )
+        eps = randn((n, self.means.shape[1]), like=self.means, generator=generator)
         return self.means[k] + (self.scale_tril()[k] @ eps[:, :, None]).squeeze(-1)
 
     def extra_repr(self) -> str:
@@ -243,7 +231,7 @@ def kmeans_plusplus(
     r"""``k`` distinct seed points of ``x`` ``(n, D)`` by k-means++ (Arthur and Vassilvitskii,
     2007): the first uniformly, each next one with probability proportional to its squared
     distance to the nearest seed so far. Returns ``(k, D)``."""
-    x = _check_points(x)
+    x = check_points("x", x, min_rows=1, rows="n")
     k = check_int("k", k)
     generator = check_generator(generator)
     n = x.shape[0]
@@ -342,7 +330,7 @@ def fit_em(
     Returns:
         An :class:`EMResult`.
     """
-    x = _check_points(x)
+    x = check_points("x", x, min_rows=1, rows="n")
     iterations = check_int("iterations", iterations, 0)
     tol = check_nonnegative("tol", tol)
     reg = check_nonnegative("reg", reg)
@@ -416,13 +404,13 @@ class GaussianKDE(nn.Module):
 
     def __init__(self, data: Tensor, bandwidth: float) -> None:
         super().__init__()
-        data = _check_points(data, name="data")
+        data = check_points("data", data, min_rows=1, rows="n")
         self.bandwidth = check_positive("bandwidth", bandwidth)
         self.register_buffer("data", data.detach().clone())
 
     def log_prob(self, x: Tensor) -> Tensor:
         r""":math:`\log \hat p_h(x)`, shape ``(B,)`` for ``x`` of shape ``(B, D)``."""
-        x = _check_points(x, dim=self.data.shape[1])
+        x = check_points("x", x, self.data.shape[1], min_rows=1, rows="n")
         return _kde_log_probs(x, self.data, [self.bandwidth])[0].to(x.dtype)
 
     def loss(self, x: Tensor) -> Tensor:
@@ -436,8 +424,7 @@ class GaussianKDE(nn.Module):
         n = check_int("n", n)
         generator = check_generator(generator)
         idx = torch.randint(self.data.shape[0], (n,), generator=generator, device=self.data.device)
-        eps = torch.randn(n, self.data.shape[1], generator=generator, device=self.data.device,
-                          dtype=self.data.dtype)
+        eps = randn((n, self.data.shape[1]), like=self.data, generator=generator)
         return self.data[idx] + self.bandwidth * eps
 
     def extra_repr(self) -> str:
@@ -487,8 +474,8 @@ def select_bandwidth(
         A :class:`BandwidthSelection` (``train_nll`` is all NaN without
         ``leave_one_out``).
     """
-    train = _check_points(train, name="train")
-    valid = _check_points(valid, name="valid", dim=train.shape[1])
+    train = check_points("train", train, min_rows=1, rows="n")
+    valid = check_points("valid", valid, train.shape[1], min_rows=1, rows="n")
     if train.shape[0] < 2:
         raise ValueError("train needs at least 2 points (for the leave-one-out NLL)")
     hs = [float(h) for h in (bandwidths.tolist() if isinstance(bandwidths, Tensor) else bandwidths)]
@@ -583,7 +570,7 @@ class MixtureDensityNetwork(nn.Module):
         probs = dist.mixture_distribution.probs  # (B, K)
         k = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
         comp = dist.component_distribution
-        eps = torch.randn(k.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+        eps = randn(k.shape, like=probs, generator=generator)
         rows = torch.arange(k.shape[0], device=probs.device)
         return comp.loc[rows, k] + comp.scale[rows, k] * eps
 
@@ -635,7 +622,7 @@ class Autoregressive(nn.Module):
 
     def log_prob(self, x: Tensor) -> Tensor:
         r"""Exact :math:`\log p(x)`, shape ``(B,)`` for ``x`` of shape ``(B, D)``."""
-        x = _check_points(x, dim=self.dim)
+        x = check_points("x", x, self.dim, min_rows=1, rows="n")
         xo = x[:, self.order]
         return sum(
             cond.log_prob(xo[:, d], xo[:, :d]) for d, cond in enumerate(self.conditionals)
@@ -687,19 +674,19 @@ class CouplingMap(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         r""":math:`f(z)`, shape ``(B, 2)``."""
-        z = _check_points(z, name="z", dim=2)
+        z = check_points("z", z, 2, min_rows=1, rows="n")
         z1, z2 = z.unbind(1)
         return torch.stack([z1, z2 * torch.exp(self.a * z1) + self.b * (z1**2 - 1)], dim=1)
 
     def inverse(self, y: Tensor) -> Tensor:
         r""":math:`f^{-1}(y)`, shape ``(B, 2)``."""
-        y = _check_points(y, name="y", dim=2)
+        y = check_points("y", y, 2, min_rows=1, rows="n")
         y1, y2 = y.unbind(1)
         return torch.stack([y1, (y2 - self.b * (y1**2 - 1)) * torch.exp(-self.a * y1)], dim=1)
 
     def log_abs_det_jacobian(self, z: Tensor) -> Tensor:
         r""":math:`\log|\det J_f(z)| = a z_1`, shape ``(B,)``."""
-        z = _check_points(z, name="z", dim=2)
+        z = check_points("z", z, 2, min_rows=1, rows="n")
         return self.a * z[:, 0]
 
     def extra_repr(self) -> str:
@@ -728,7 +715,7 @@ def pushforward_log_prob(
     for method in ("inverse", "log_abs_det_jacobian"):
         if not callable(getattr(transform, method, None)):
             raise TypeError(f"transform must have a .{method}() method, got {describe(transform)}")
-    y = _check_points(y, name="y")
+    y = check_points("y", y, min_rows=1, rows="n")
     z = transform.inverse(y)
     return base_log_prob(z) - transform.log_abs_det_jacobian(z)
 
@@ -738,7 +725,7 @@ def log_abs_det_autograd(f: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
     computed by automatic differentiation: :math:`O(D)` backward passes and an
     :math:`O(D^3)` determinant per point, the cost that normalizing flows are designed to
     avoid. ``f`` must map a batch ``(B, D)`` to ``(B, D)`` row by row. Returns ``(B,)``."""
-    z = _check_points(z, name="z")
+    z = check_points("z", z, min_rows=1, rows="n")
     jac = torch.func.vmap(torch.func.jacrev(lambda v: f(v[None])[0]))(z)  # (B, D, D)
     return torch.linalg.slogdet(jac).logabsdet
 
@@ -765,7 +752,7 @@ def dequantize(
         raise TypeError(f"x must be a floating-point tensor, got {describe(x)}")
     delta = check_positive("bin_width", bin_width)
     generator = check_generator(generator)
-    v = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
+    v = rand(x.shape, like=x, generator=generator) - 0.5
     # Rounding can land x + delta * v on the upper edge x + delta / 2, which belongs to the
     # next bin: keep the result strictly below it.
     upper = torch.nextafter(x + delta / 2, torch.full_like(x, -math.inf))

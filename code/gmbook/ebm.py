@@ -39,11 +39,12 @@ from torch import Tensor, nn
 
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
                             describe)
+from gmbook._random import rand, randn
 from gmbook.mcmc import langevin_step, log_prob_and_grad, mala
 from gmbook.nets import MLP
 from gmbook.problem import GridDensity
 
-__all__ = ["AISResult", "EBM", "NCE", "NEGATIVES", "ais", "contrastive_loss", "energy_mlp",
+__all__ = ["AISResult", "EBM", "EnergyMLP", "NCE", "NEGATIVES", "ais", "contrastive_loss", "energy_mlp",
            "langevin", "nce_loss"]
 
 #: The ways :class:`EBM` can draw its negative samples.
@@ -52,13 +53,18 @@ NEGATIVES = ("cd", "pcd", "short-run")
 Energy = Callable[[Tensor], Tensor]
 
 
-def _check_points(x: object, name: str = "x") -> Tensor:
+def _check_points(x: object, name: str = "x", like: Tensor | None = None) -> Tensor:
+    """``x`` as a floating-point batch of points ``(B, D)``, ``B >= 1``; with ``like`` (an
+    already checked batch, e.g. the data beside negatives or noise), of the same ``D``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a Tensor of shape (B, D), got {describe(x)}")
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape (B, D) with B >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if like is not None and x.shape[1] != like.shape[1]:
+        raise ValueError(f"{name} must have the dimension D = {like.shape[1]} of the points "
+                         f"beside it, got shape {tuple(x.shape)}")
     return x
 
 
@@ -83,6 +89,7 @@ def langevin(
     step_size: float,
     *,
     noise: float | Sequence[float] = 1.0,
+    grad: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Langevin dynamics on an energy, eq. ``eq-ebm-langevin``.
@@ -102,6 +109,8 @@ def langevin(
         steps: number of steps (0 returns ``x0``).
         step_size: :math:`h > 0`.
         noise: :math:`\sigma \ge 0`, one number or one per step.
+        grad: :math:`\nabla_x E`, ``(B, D) -> (B, D)``, where it is cheaper than autograd
+            through ``energy`` (:meth:`EBM.energy_grad`); ``None`` differentiates ``energy``.
         generator: source of randomness.
 
     Returns:
@@ -114,9 +123,11 @@ def langevin(
     h = check_positive("step_size", step_size)
     sigmas = _noise_schedule(noise, steps)
     generator = check_generator(generator)
+    if grad is not None and not callable(grad):
+        raise TypeError(f"grad must be None or a callable (B, D) -> (B, D), got {describe(grad)}")
     for sigma in sigmas:
-        x = langevin_step(x, -_energy_grad(energy, x), h, noise_scale=sigma,
-                          generator=generator)
+        g = _energy_grad(energy, x) if grad is None else grad(x)
+        x = langevin_step(x, -g, h, noise_scale=sigma, generator=generator)
     return x
 
 
@@ -146,12 +157,11 @@ def contrastive_loss(
     Returns:
         The scalar loss.
     """
-    x_pos, x_neg = _check_points(x_pos, "x_pos"), _check_points(x_neg, "x_neg")
-    if x_pos.shape[1] != x_neg.shape[1]:
-        raise ValueError(f"x_pos and x_neg must have the same dimension, got "
-                         f"{x_pos.shape[1]} and {x_neg.shape[1]}")
+    x_pos, x_neg = _check_points(x_pos, "x_pos"), _check_points(x_neg, "x_neg", like=x_pos)
     alpha = check_nonnegative("reg", reg)
-    e_pos, e_neg = energy(x_pos), energy(x_neg.detach())
+    b = x_pos.shape[0]
+    e = energy(torch.cat([x_pos, x_neg.detach()]))     # one pass for both: (B + B',)
+    e_pos, e_neg = e[:b], e[b:]
     loss = e_pos.mean() - e_neg.mean()
     if alpha > 0:
         loss = loss + alpha * ((e_pos**2).mean() + (e_neg**2).mean())
@@ -254,7 +264,7 @@ class EBM(nn.Module):
         ``generator`` (default: the model's own), on the device of ``like``."""
         device = None if like is None else like.device
         lo, hi = self.init_lims
-        u = torch.rand(n, self.dim, generator=generator or self.generator, device=device)
+        u = rand((n, self.dim), device=device, generator=generator or self.generator)
         return lo + (hi - lo) * u
 
     def energy(self, x: Tensor) -> Tensor:
@@ -265,13 +275,32 @@ class EBM(nn.Module):
             e = e + 0.5 * (x**2).sum(1) / self.base_std**2
         return e
 
+    def energy_grad(self, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x E_\theta(x)`, shape ``(B, D)``, detached (for Langevin chains).
+
+        The base term's part is :math:`x / s_0^2` in closed form (eq. ``eq-ebm-base``); the
+        network's is :meth:`EnergyMLP.input_grad` for an :class:`EnergyMLP` and autograd for
+        any other network. The same gradient as autograd through :meth:`energy`, at half the
+        cost for the chapter's network.
+        """
+        x = _check_points(x).detach()
+        if isinstance(self.net, EnergyMLP):
+            g = self.net.input_grad(x)
+        else:
+            with torch.enable_grad():
+                z = x.clone().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.net(z).sum(), z)
+        if self.base_std is not None:
+            g = g + x / self.base_std**2
+        return g
+
     def log_prob_unnormalized(self, x: Tensor) -> Tensor:
         r""":math:`-E_\theta(x) = \log p_\theta(x) + \log Z_\theta`, shape ``(B,)``."""
         return -self.energy(x)
 
     def _chains(self, x: Tensor, steps: int, generator: torch.Generator | None) -> Tensor:
         return langevin(self.energy, x, steps, self.step_size, noise=self.noise,
-                        generator=generator)
+                        grad=self.energy_grad, generator=generator)
 
     def sample_negatives(self, x_pos: Tensor) -> Tensor:
         r"""Negatives for the data batch ``x_pos`` ``(B, D)``: ``(B, D)``, detached.
@@ -287,10 +316,12 @@ class EBM(nn.Module):
             start = self._noise(b, x_pos)
         else:
             size = self.buffer.shape[0]
-            idx = torch.randint(0, size, (b,), generator=self.generator,
-                                device=self.buffer.device)
+            g = self.generator                  # indices drawn on its device, then moved
+            idx = torch.randint(0, size, (b,), generator=g,
+                                device=self.buffer.device if g is None else g.device)
+            idx = idx.to(self.buffer.device)
             start = self.buffer[idx].clone()
-            fresh = torch.rand(b, generator=self.generator, device=start.device) < self.reinit
+            fresh = rand((b,), device=start.device, generator=g) < self.reinit
             start[fresh] = self._noise(int(fresh.sum()), start)
             ran = torch.where(fresh, 0, self.buffer_steps[idx])
         x_neg = self._chains(start.to(x_pos), self.k, self.generator)
@@ -332,7 +363,8 @@ class EBM(nn.Module):
         generator = self.generator if generator is None else check_generator(generator)
         x0 = self._noise(n, next(self.parameters()), generator)
         return langevin(self.energy, x0, steps, self.step_size,
-                        noise=self.noise if noise is None else noise, generator=generator)
+                        noise=self.noise if noise is None else noise, grad=self.energy_grad,
+                        generator=generator)
 
     def grid_density(self, lims: tuple[float, float] = (-3.5, 3.5), n: int = 256) -> GridDensity:
         r"""The EBM normalised on a grid: a :class:`gmbook.problem.GridDensity` of :math:`-E`.
@@ -347,9 +379,68 @@ class EBM(nn.Module):
         return GridDensity(_LogDensity(self), lims=lims, n=n).to(device)
 
 
-def energy_mlp(hidden: int = 64, depth: int = 2, dim: int = 2) -> MLP:
-    """A small energy network ``(B, dim) -> (B, 1)`` with SiLU activations."""
-    return MLP(dim, 1, hidden=hidden, depth=depth)
+class EnergyMLP(MLP):
+    r"""The chapter's energy network: a :class:`gmbook.nets.MLP` ``(B, D) -> (B, 1)`` with SiLU
+    activations and no time input, which also gives its input gradient in closed form.
+
+    Langevin chains call :math:`\nabla_x f_\theta` thousands of times on a few hundred points,
+    where autograd's bookkeeping costs more than the arithmetic. :meth:`input_grad` writes
+    the chain rule out: with :math:`h_l = W_l a_{l-1} + b_l`, :math:`a_l = \mathrm{silu}(h_l)`
+    (:math:`a_0 = x`) and output :math:`w^\top a_L + c`,
+
+    .. math::
+
+        \nabla_x f = W_1^\top \big(\mathrm{silu}'(h_1) \odot W_2^\top \big(\cdots
+        \mathrm{silu}'(h_L) \odot w\big)\big), \qquad
+        \mathrm{silu}'(h) = s(h) + \mathrm{silu}(h)\,(1 - s(h)),
+
+    with :math:`s` the logistic function.
+
+    Args:
+        dim: input dimension :math:`D`.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__(dim, 1, hidden=hidden, depth=depth, activation=nn.SiLU)
+
+    def input_grad(self, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x f_\theta(x)`, shape ``(B, D)`` for ``x`` of shape ``(B, D)``; no graph."""
+        x = _check_points(x)
+        if x.shape[1] != self.in_dim:
+            raise ValueError(f"x must have shape (B, {self.in_dim}), got {tuple(x.shape)}")
+        with torch.no_grad():
+            a, slopes = x, []
+            for layer in self.layers:
+                h = torch.addmm(layer.bias, a, layer.weight.t())     # (B, hidden)
+                s = torch.sigmoid(h)
+                a = h * s                                            # silu(h)
+                slopes.append(torch.addcmul(s, a, 1 - s))            # silu'(h)
+            g = self.out.weight                                      # (1, hidden)
+            for layer, slope in zip(reversed(self.layers), reversed(slopes)):
+                g = (g * slope) @ layer.weight                       # (B, fan_in)
+        return g
+
+
+def energy_mlp(
+    hidden: int = 64, depth: int = 2, dim: int = 2, *, seed: int | None = None
+) -> EnergyMLP:
+    """A small energy network ``(B, dim) -> (B, 1)`` with SiLU activations (:class:`EnergyMLP`).
+
+    Args:
+        hidden, depth: width and number of hidden layers.
+        dim: input dimension.
+        seed: if given, the initial weights are drawn from a global RNG forked and seeded
+            with it (the caller's random state is left exactly as it was), so they do not
+            depend on what ran before; ``None`` draws them from the global RNG.
+    """
+    if seed is None:
+        return EnergyMLP(dim, hidden=hidden, depth=depth)
+    seed = check_int("seed", seed, minimum=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return EnergyMLP(dim, hidden=hidden, depth=depth)
 
 
 # --------------------------------------------------------------------------- NCE
@@ -386,10 +477,8 @@ def nce_loss(
     Returns:
         The scalar loss.
     """
-    x_data, x_noise = _check_points(x_data, "x_data"), _check_points(x_noise, "x_noise")
-    if x_data.shape[1] != x_noise.shape[1]:
-        raise ValueError(f"x_data and x_noise must have the same dimension, got "
-                         f"{x_data.shape[1]} and {x_noise.shape[1]}")
+    x_data = _check_points(x_data, "x_data")
+    x_noise = _check_points(x_noise, "x_noise", like=x_data)
     for name, f in (("log_model", log_model), ("noise_log_prob", noise_log_prob)):
         if not callable(f):
             raise TypeError(f"{name} must be a callable (B, D) -> (B,), got {describe(f)}")
@@ -455,8 +544,7 @@ class NCE(nn.Module):
         draws."""
         x = _check_points(x)
         n_noise = max(1, round(self.nu * x.shape[0]))
-        y = self.noise_std * torch.randn(n_noise, x.shape[1], generator=self.generator,
-                                         dtype=x.dtype, device=x.device)
+        y = self.noise_std * randn((n_noise, x.shape[1]), like=x, generator=self.generator)
         return nce_loss(self.log_prob, x, y, self.noise_log_prob)
 
 

@@ -14,10 +14,12 @@ ODE :math:`\dot x = v_\theta(x, t)` carries noise at :math:`t = 0` to data at
 - couplings of noise and data within a minibatch (:func:`couple`): independent, exact
   minibatch optimal transport, and a cheap sort along a random direction;
 - ODE solvers (:func:`odeint`): Euler, midpoint, Heun and the adaptive ``dopri5`` of
-  torchdiffeq;
+  torchdiffeq, for any field ``f(x, t)`` (the likelihood's augmented ODE, the exercises);
 - the model :class:`FlowMatching` with the book's verbs ``loss``, ``sample`` and
   ``log_prob`` (the instantaneous change of variables, label ``eq-fm-change-of-variables``),
-  and :func:`reflow_pairs` for rectified flow.
+  and :func:`reflow_pairs` for rectified flow. The model exposes its velocity as a
+  :class:`gmbook.samplers.Prediction` (:meth:`FlowMatching.prediction`) and samples with
+  the book's common samplers (:mod:`gmbook.samplers`), like every diffusion model.
 
 References: Lipman et al. (2023), *Flow matching for generative modeling*; Liu et al.
 (2023), *Flow straight and fast*; Albergo and Vanden-Eijnden (2023), *Building normalizing
@@ -36,9 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gmbook import samplers
 from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
-from gmbook.nets import append_dims
+from gmbook._random import rand as _rand
+from gmbook._random import randn as _randn
+from gmbook.nets import MLP, append_dims
 from gmbook.score import divergence
 
 __all__ = [
@@ -405,9 +410,7 @@ def couple(x0: Tensor, x1: Tensor, coupling: str = "independent", *,
         plan = ot.emd(w, w, cost)  # (B, B), a permutation matrix divided by B
         perm = torch.as_tensor(plan.argmax(axis=1), device=x0.device)
         return x0[perm], x1
-    dev = generator.device if generator is not None else a.device
-    theta = torch.randn(a.shape[1], generator=generator, device=dev, dtype=a.dtype)
-    theta = theta.to(a.device)
+    theta = _randn((a.shape[1],), like=a, generator=generator)  # (D,)
     i0 = torch.argsort(a @ theta)
     i1 = torch.argsort(b @ theta)
     perm = torch.empty_like(i0)
@@ -440,12 +443,11 @@ def sample_times(n: int, kind: str = "uniform", *, generator: torch.Generator | 
     n = _check_int("n", n, 1)
     _check_choice("time_sampling", kind, TIME_SAMPLINGS)
     generator = _check_generator(generator)
-    dev = generator.device if generator is not None else device
+    if device is None and generator is not None:
+        device = generator.device
     if kind == "uniform":
-        t = torch.rand(n, generator=generator, device=dev, dtype=dtype)
-    else:
-        t = torch.sigmoid(torch.randn(n, generator=generator, device=dev, dtype=dtype))
-    return t.to(device) if device is not None else t
+        return _rand((n,), device=device, dtype=dtype, generator=generator)
+    return torch.sigmoid(_randn((n,), device=device, dtype=dtype, generator=generator))
 
 
 # --------------------------------------------------------------------------- solvers
@@ -469,7 +471,7 @@ def solver_nfe(solver: str, steps: int) -> int:
 
 def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
            t1: float = 1.0, steps: int = 10, solver: str = "euler", rtol: float = 1e-5,
-           atol: float = 1e-5, return_path: bool = False) -> Tensor:
+           atol: float = 1e-5, return_path: bool = False, scalar_t: bool = False) -> Tensor:
     r"""Integrate :math:`\dot x = f(x, t)` from ``t0`` to ``t1``, eq. ``eq-fm-ode``.
 
     Fixed steps :math:`h = (t_1 - t_0) / N`:
@@ -483,7 +485,8 @@ def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
     ``rtol`` and ``atol`` (``steps`` is then ignored except for ``return_path``).
 
     Args:
-        f: the velocity, called as ``f(x, t)`` with ``x`` ``(B, *D)`` and ``t`` ``(B,)``.
+        f: the velocity, called as ``f(x, t)`` with ``x`` ``(B, *D)`` and ``t`` ``(B,)``
+            (or a 0-dim ``t``, see ``scalar_t``).
         x: initial points at ``t0``, shape ``(B, *D)``.
         t0: initial time.
         t1: final time (may be smaller than ``t0``: integration backwards).
@@ -492,6 +495,11 @@ def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
         rtol: relative tolerance of ``dopri5``.
         atol: absolute tolerance of ``dopri5``.
         return_path: also return the states at the ``steps + 1`` grid times.
+        scalar_t: call ``f`` with a 0-dim tensor ``t``, one time for the whole batch,
+            instead of a ``(B,)`` tensor of equal times; a time-conditioned
+            :class:`gmbook.nets.MLP` then runs its time branch once per call instead of once
+            per row (half the cost of a call on 1000 points). Only for an ``f`` that
+            accepts it.
 
     Returns:
         The points at ``t1``, shape ``(B, *D)``, or, with ``return_path``, the states of
@@ -505,6 +513,8 @@ def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
     b = x.shape[0]
 
     def ft(xx: Tensor, t: float | Tensor) -> Tensor:
+        if scalar_t:
+            return f(xx, torch.tensor(float(t), device=xx.device, dtype=xx.dtype))
         return f(xx, torch.full((b,), float(t), device=xx.device, dtype=xx.dtype))
 
     if solver == "dopri5":
@@ -593,12 +603,40 @@ class FlowMatching(nn.Module):
 
         Args:
             x: points, shape ``(B, *D)``.
-            t: times, shape ``(B,)``.
+            t: times, shape ``(B,)``; a 0-dim ``t`` (one time for the batch) only if the
+                network accepts it, as :class:`gmbook.nets.MLP` does.
 
         Returns:
             Velocities, shape ``(B, *D)``.
         """
         return self.net(x.flatten(1), t).view_as(x)  # (B, prod D) -> (B, *D)
+
+    def _scalar_t(self) -> bool:
+        """Whether the network takes one 0-dim time for the batch (its time branch runs once)."""
+        return isinstance(self.net, MLP)
+
+    def prediction(self) -> samplers.Prediction:
+        r"""The model as a velocity prediction for the samplers of :mod:`gmbook.samplers`.
+
+        The samplers use the diffusion chapters' time :math:`t = 1 - t_{\mathrm{FM}}` (noise
+        at :math:`t = 1`, data at 0), on which the linear path is
+        :class:`gmbook.samplers.LinearPath` and the VP path
+        :class:`gmbook.samplers.CosinePath`; a velocity in that time is
+        :math:`\mathrm d x / \mathrm d t = -v_\theta(x, 1 - t)`.
+
+        Returns:
+            A :class:`gmbook.samplers.Prediction` of kind ``"velocity"``.
+        """
+        path = samplers.LinearPath() if self.path == "linear" else samplers.CosinePath()
+        scalar = self._scalar_t()
+
+        def fn(x: Tensor, t: Tensor) -> Tensor:
+            t_fm = 1 - t  # (B,), flow-matching time
+            if scalar and t_fm.ndim == 1 and bool((t_fm == t_fm[0]).all()):
+                t_fm = t_fm[0]  # one time for the batch: the time branch runs once
+            return -self.velocity(x, t_fm)
+
+        return samplers.Prediction(fn, "velocity", path)
 
     def loss(self, x1: Tensor, x0: Tensor | None = None, *,
              generator: torch.Generator | None = None) -> Tensor:
@@ -617,9 +655,7 @@ class FlowMatching(nn.Module):
         x1 = self._check_batch(x1, "x1")
         generator = _check_generator(generator)
         if x0 is None:
-            dev = generator.device if generator is not None else x1.device
-            x0 = torch.randn(x1.shape, generator=generator, device=dev,
-                             dtype=x1.dtype).to(x1.device)
+            x0 = _randn(x1.shape, like=x1, generator=generator)
             x0, x1 = couple(x0, x1, self.coupling, generator=generator)
         else:
             x0 = self._check_batch(x0, "x0")
@@ -631,38 +667,68 @@ class FlowMatching(nn.Module):
         return ((self.velocity(s.x_t, t) - s.u_t) ** 2).mean()
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int = 10,
-               solver: str = "euler", x0: Tensor | None = None,
-               return_path: bool = False) -> Tensor:
+               solver: str | Callable[..., samplers.SamplePath] = "euler",
+               x0: Tensor | None = None,
+               return_path: bool = False) -> Tensor | samplers.SamplePath:
         r"""Generate by solving :math:`\dot x = v_\theta(x, t)` from :math:`t = 0` to 1.
+
+        The ODE is solved by a sampler of :mod:`gmbook.samplers` on the model's
+        :meth:`prediction`, over ``steps`` equal steps of the samplers' time
+        :math:`1 - t` from 1 to 0: ``"euler"`` (:func:`gmbook.samplers.euler`),
+        ``"midpoint"`` (:func:`gmbook.samplers.midpoint`), ``"heun"``
+        (:func:`gmbook.samplers.heun`, whose last step is an Euler step), or any function
+        with the samplers' common signature. ``"dopri5"`` integrates the same ODE with the
+        adaptive solver of :func:`odeint` (a reference; its ``nfe`` is counted).
 
         Args:
             n: number of samples.
             generator: randomness of the initial noise.
-            steps: solver steps (``NFE = steps`` for Euler, ``2 steps`` for midpoint and
-                Heun; see :func:`solver_nfe`).
-            solver: one of :data:`SOLVERS`.
+            steps: solver steps (``NFE = steps`` for Euler, ``2 steps`` for midpoint, see
+                :func:`solver_nfe`).
+            solver: one of :data:`SOLVERS`, or a sampler function.
             x0: optional initial noise of shape ``(n, *D)`` instead of fresh noise.
-            return_path: return the states at the ``steps + 1`` grid times.
+            return_path: return the :class:`gmbook.samplers.SamplePath`, whose
+                ``states[k]`` is the state at flow-matching time :math:`1 - `
+                ``times[k]`` (``states[0] = x0``, ``states[-1]`` the samples).
 
         Returns:
-            Samples of shape ``(n, *D)``, or ``(steps + 1, n, *D)`` with ``return_path``.
+            Samples of shape ``(n, *D)``, or with ``return_path`` a
+            :class:`gmbook.samplers.SamplePath`.
         """
         n = _check_int("n", n, 1)
+        steps = _check_int("steps", steps, 1)
         generator = _check_generator(generator)
+        if callable(solver):
+            sampler = solver
+        else:
+            _check_choice("solver", solver, SOLVERS)
+            sampler = getattr(samplers, solver, None)
         p = next(self.parameters())
         if x0 is None:
-            dev = generator.device if generator is not None else p.device
-            x0 = torch.randn((n, *self.shape), generator=generator, device=dev,
-                             dtype=p.dtype).to(p.device)
+            x0 = _randn((n, *self.shape), device=p.device, dtype=p.dtype, generator=generator)
         else:
             x0 = self._check_batch(x0, "x0")
             if x0.shape[0] != n:
                 raise ValueError(f"x0 must have {n} rows, got {x0.shape[0]}")
-        with torch.no_grad():
-            return odeint(self.velocity, x0, steps=steps, solver=solver,
-                          return_path=return_path)
+        grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)  # samplers' time
+        if sampler is None:  # dopri5: the adaptive reference
+            calls = [0]
 
-    def log_prob(self, x: Tensor, *, steps: int = 20, solver: str = "midpoint") -> Tensor:
+            def f(x: Tensor, t: Tensor) -> Tensor:
+                calls[0] += 1
+                return self.velocity(x, t)
+
+            with torch.no_grad():
+                out = odeint(f, x0, steps=steps, solver="dopri5", return_path=return_path,
+                             scalar_t=self._scalar_t())
+            if not return_path:
+                return out
+            return samplers.SamplePath(out[-1], grid, calls[0], out)
+        path = sampler(self.prediction(), x0, grid, generator=generator,
+                       return_path=return_path)
+        return path if return_path else path.samples
+    def log_prob(self, x: Tensor, *, steps: int = 20, solver: str = "midpoint",
+                 rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
         r"""Log-density by the instantaneous change of variables, eq.
         ``eq-fm-change-of-variables``.
 
@@ -681,6 +747,8 @@ class FlowMatching(nn.Module):
             x: points, shape ``(B, *D)``.
             steps: solver steps.
             solver: one of :data:`SOLVERS`.
+            rtol: relative tolerance of ``"dopri5"``.
+            atol: absolute tolerance of ``"dopri5"``.
 
         Returns:
             Log-densities, shape ``(B,)``.
@@ -697,7 +765,8 @@ class FlowMatching(nn.Module):
             return torch.cat([v.detach(), -div.detach()[:, None]], dim=1)  # (B, d + 1)
 
         state = torch.cat([x.flatten(1), x.new_zeros(b, 1)], dim=1)
-        out = odeint(aug, state, t0=1.0, t1=0.0, steps=steps, solver=solver)
+        out = odeint(aug, state, t0=1.0, t1=0.0, steps=steps, solver=solver, rtol=rtol,
+                     atol=atol, scalar_t=self._scalar_t())
         # The last coordinate ends at -int_1^0 div dt = int_0^1 div dt.
         z0, delta = out[:, :d], out[:, d]  # (B, d), (B,)
         log_p0 = -0.5 * (z0**2).sum(1) - 0.5 * d * math.log(2 * math.pi)
@@ -727,8 +796,6 @@ def reflow_pairs(model: FlowMatching, n: int, *, steps: int = 100, solver: str =
     n = _check_int("n", n, 1)
     generator = _check_generator(generator)
     p = next(model.parameters())
-    dev = generator.device if generator is not None else p.device
-    x0 = torch.randn((n, *model.shape), generator=generator, device=dev,
-                     dtype=p.dtype).to(p.device)
+    x0 = _randn((n, *model.shape), device=p.device, dtype=p.dtype, generator=generator)
     return x0, model.sample(n, x0=x0, steps=steps, solver=solver)
 

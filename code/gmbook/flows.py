@@ -44,7 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gmbook._checks import check_bool, check_generator, check_int, check_positive, describe
+from gmbook._checks import (
+    check_bool,
+    check_generator,
+    check_int,
+    check_points,
+    check_positive,
+    describe,
+)
+from gmbook._random import randn
 from gmbook.nets import MLP
 
 __all__ = [
@@ -74,14 +82,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _check_batch(x: object, dim: int, name: str = "x") -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(x.shape)}")
-    return x
 
 
 def _check_mask(mask: object) -> Tensor:
@@ -140,7 +140,7 @@ class CouplingLayer(nn.Module):
         return out.view(x.shape[0], len(self.transformed), self.params)  # (B, n_t, P)
 
     def _couple(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         theta = self._conditioner(x)
         y, lad = self._elementwise(x[:, self.transformed], theta, inverse)  # (B, n_t) each
         return x.index_copy(1, self.transformed, y), lad.sum(1)
@@ -420,12 +420,12 @@ class Permutation(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(x[:, perm], 0)``, shapes ``(B, D)`` and ``(B,)``."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(z[:, perm^{-1}], 0)``, shapes ``(B, D)`` and ``(B,)``."""
-        z = _check_batch(z, self.dim, "z")
+        z = check_points("z", z, self.dim)
         return z[:, self.inv], z.new_zeros(z.shape[0])
 
 
@@ -479,13 +479,13 @@ class LULinear(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(W x + b, sum(lambda))``, shapes ``(B, D)`` and ``(B,)``."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         lad = self.log_diag.sum().expand(x.shape[0])
         return x @ self.weight().T + self.bias, lad
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(W^{-1}(z - b), -sum(lambda))`` by two triangular solves."""
-        z = _check_batch(z, self.dim, "z")
+        z = check_points("z", z, self.dim)
         lower, upper = self._factors()
         rhs = ((z - self.bias) @ self.P).T  # P^T (z - b), (D, B)
         y = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
@@ -514,7 +514,7 @@ class ActNorm(nn.Module):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         r"""Set :math:`\mu` and :math:`\rho` from a batch ``(B, D)``, ``B >= 2``."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         if x.shape[0] < 2:
             raise ValueError("ActNorm needs a batch of at least 2 points to initialize")
         self.shift.copy_(x.mean(0))
@@ -523,7 +523,7 @@ class ActNorm(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""``((x - mu) e^{-rho}, -sum(rho))``; the first call initializes."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         if not bool(self.initialized):
             self.initialize(x)
         z = (x - self.shift) * torch.exp(-self.log_scale)
@@ -531,7 +531,7 @@ class ActNorm(nn.Module):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(z e^{rho} + mu, sum(rho))``."""
-        z = _check_batch(z, self.dim, "z")
+        z = check_points("z", z, self.dim)
         return z * torch.exp(self.log_scale) + self.shift, self.log_scale.sum().expand(z.shape[0])
 
 
@@ -614,7 +614,7 @@ class MADE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Outputs ``(B, params, D)``; ``[:, p, d]`` depends on :math:`x_{<d}` only."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         h = x
         for layer in self.hidden_layers:
             h = F.silu(layer(h))  # (B, H)
@@ -660,14 +660,14 @@ class MaskedAutoregressive(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Data to latent in one pass: ``(z, -sum(alpha))``, ``(B, D)`` and ``(B,)``."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         mu, alpha = self._mu_alpha(x)
         return (x - mu) * torch.exp(-alpha), -alpha.sum(1)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""Latent to data in :math:`D` passes: after pass :math:`k` the coordinates of
         degree :math:`\le k` are final. Returns ``(x, sum(alpha))``."""
-        z = _check_batch(z, self.dim, "z")
+        z = check_points("z", z, self.dim)
         x = torch.zeros_like(z)
         alpha = torch.zeros_like(z)
         for _ in range(self.dim):
@@ -733,7 +733,7 @@ class Flow(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(f(x), log|det J_f(x)|)``, shapes ``(B, D)`` and ``(B,)``."""
-        x = _check_batch(x, self.dim)
+        x = check_points("x", x, self.dim)
         total = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, lad = layer(x)
@@ -742,7 +742,7 @@ class Flow(nn.Module):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(f^{-1}(z), log|det J_{f^{-1}}(z)|)``, shapes ``(B, D)`` and ``(B,)``."""
-        z = _check_batch(z, self.dim, "z")
+        z = check_points("z", z, self.dim)
         total = z.new_zeros(z.shape[0])
         for layer in reversed(self.layers):
             z, lad = layer.inverse(z)
@@ -766,11 +766,7 @@ class Flow(nn.Module):
         n = check_int("n", n)
         generator = check_generator(generator)
         ref = next(iter(self.parameters()), None)
-        device = ref.device if ref is not None else None
-        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-        if generator is not None and device is not None and generator.device != device:
-            return torch.randn(n, self.dim, generator=generator, dtype=dtype).to(device)
-        return torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
+        return randn((n, self.dim), like=ref, generator=generator)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:

@@ -187,6 +187,10 @@ class SinusoidalEmbedding(nn.Module):
 
 FOLD_CHUNK = 2048
 """Rows per matrix product of an :class:`MLP` call without autograd (cache-sized)."""
+FOLD_MAX_LEVELS = 64
+"""With autograd, an :class:`MLP` folds its time branch when a batch holds at most this
+many distinct times (the noise levels of a score network): the branch then runs once per
+level, not once per row."""
 
 
 class MLP(nn.Module):
@@ -349,7 +353,8 @@ class MLP(nn.Module):
             )
         assert self.time_proj is not None
         times = self._batch_times(t, x)  # (B,) or (1,)
-        if times.shape[0] == 1 or not torch.is_grad_enabled():
+        if times.shape[0] == 1 or not torch.is_grad_enabled() or \
+                torch.unique(times).shape[0] <= FOLD_MAX_LEVELS:  # a ladder of levels
             return self._forward_folded(x, times)
         tau = self.time_embed(times)  # (B, hidden)
         h = x

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 from torch.distributions import MultivariateNormal, Normal
 
-from gmbook._checks import check_real, describe
+from gmbook._checks import check_float_tensor, check_real, describe
 from gmbook.metrics import Estimate
 
 __all__ = [
@@ -62,16 +62,10 @@ __all__ = [
 # --------------------------------------------------------------------------- checks
 
 
-def _check_float(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
-    return x
-
-
 def _check_gaussian(mean: object, cov: object, suffix: str = "") -> tuple[Tensor, Tensor]:
     """A mean ``(*B, D)`` and a covariance ``(*B, D, D)`` with matching ``D``."""
-    m = _check_float(f"mean{suffix}", mean)
-    c = _check_float(f"cov{suffix}", cov)
+    m = check_float_tensor(f"mean{suffix}", mean)
+    c = check_float_tensor(f"cov{suffix}", cov)
     if m.ndim < 1 or m.shape[-1] < 1:
         raise ValueError(f"mean{suffix} must have shape (*B, D) with D >= 1, got "
                          f"{tuple(m.shape)}")
@@ -237,7 +231,7 @@ def gaussian_conditional(
     b = _check_index("observed", observed, d)
     if len(b) == d:
         raise ValueError("observed must leave at least one coordinate free (m < D)")
-    value = _check_float("value", value)
+    value = check_float_tensor("value", value)
     if value.ndim not in (1, 2) or value.shape[-1] != len(b):
         raise ValueError(f"value must have shape ({len(b)},) or (B, {len(b)}) for "
                          f"{len(b)} observed coordinates, got {tuple(value.shape)}")
@@ -332,7 +326,7 @@ def gaussian_product(
 
 
 def _check_values(name: str, values: object) -> Tensor:
-    v = _check_float(name, values)
+    v = check_float_tensor(name, values)
     if v.ndim != 1 or v.shape[0] < 1:
         raise ValueError(f"{name} must have shape (n,) with n >= 1, got {tuple(v.shape)}")
     return v
@@ -399,8 +393,8 @@ def delta_method(
     """
     if not callable(g):
         raise TypeError(f"g must be callable as g(theta), got {describe(g)}")
-    th = _check_float("theta", theta)
-    c = _check_float("cov", cov)
+    th = check_float_tensor("theta", theta)
+    c = check_float_tensor("cov", cov)
     if th.ndim != 1 or th.shape[0] < 1:
         raise ValueError(f"theta must have shape (k,) with k >= 1, got {tuple(th.shape)}")
     k = th.shape[0]
@@ -504,7 +498,7 @@ def importance_estimate(
 def _check_family(f: object, mean: object, std: object, eps: object) -> tuple[Tensor, ...]:
     if not callable(f):
         raise TypeError(f"f must be callable, mapping (n, D) to (n,), got {describe(f)}")
-    mean, std, eps = (_check_float(n, v) for n, v in
+    mean, std, eps = (check_float_tensor(n, v) for n, v in
                       (("mean", mean), ("std", std), ("eps", eps)))
     if mean.ndim != 1 or std.shape != mean.shape:
         raise ValueError(f"mean and std must both have shape (D,), got {tuple(mean.shape)} "

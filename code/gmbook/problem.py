@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
-from gmbook._checks import check_int
+from gmbook._checks import check_int, check_points
+from gmbook._random import rand, randn
 from gmbook.nets import append_dims
 
 __all__ = [
@@ -32,14 +33,6 @@ __all__ = [
     "empirical_velocity",
     "euler",
 ]
-
-
-def _check_points(x: Tensor, dim: int | None = None, name: str = "x") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-        want = f"(B, {dim})" if dim is not None else "(B, D)"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
 
 
 class GridDensity(nn.Module):
@@ -72,7 +65,7 @@ class GridDensity(nn.Module):
 
     def energy(self, x: Tensor) -> Tensor:
         r"""Unnormalised log-density :math:`f_\theta(x)`, shape ``(B,)`` for ``x`` ``(B, 2)``."""
-        _check_points(x, 2)
+        check_points("x", x, 2)
         out = self.net(x)
         return out.reshape(x.shape[0])
 
@@ -104,7 +97,7 @@ class GridDensity(nn.Module):
         probs = torch.softmax(self.energy(self.grid), dim=0)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)
         h = (self.hi - self.lo) / self.n
-        jitter = torch.rand(n, 2, generator=generator, device=self.grid.device) - 0.5
+        jitter = rand((n, 2), device=self.grid.device, generator=generator) - 0.5
         return self.grid[idx] + h * jitter
 
 
@@ -116,7 +109,7 @@ def gaussian_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     ``x``, and an estimate of the forward-KL minimiser when ``x`` is drawn from a density
     (:prf:ref:`prop-moment-matching`).
     """
-    _check_points(x)
+    check_points("x", x)
     mean = x.mean(dim=0)
     centred = x - mean
     return mean, centred.T @ centred / x.shape[0]
@@ -167,7 +160,7 @@ def kl_monte_carlo(
     Returns:
         ``(estimate, standard_error)``, two scalars.
     """
-    _check_points(x_from_p, name="x_from_p")
+    check_points("x_from_p", x_from_p)
     diff = log_p(x_from_p) - log_q(x_from_p)
     return diff.mean(), diff.std() / math.sqrt(diff.numel())
 
@@ -204,7 +197,7 @@ def fit_gaussian_reverse_kl(
     d = init_mean.shape[0]
     losses = []
     for _ in range(steps):
-        eps = torch.randn(batch_size, d, generator=generator)
+        eps = randn((batch_size, d), device=init_mean.device, generator=generator)
         x = q.mean + eps @ q.scale_tril().T
         loss = (q.distribution().log_prob(x) - log_p(x)).mean()
         opt.zero_grad()
@@ -259,8 +252,8 @@ def empirical_velocity(x: Tensor, t: float, data: Tensor) -> Tensor:
         The velocity, shape ``(B, D)``, in the dtype of ``x``; it is computed in float64
         (near :math:`t = 1` the logits divide by :math:`2(1-t)^2`).
     """
-    _check_points(x)
-    _check_points(data, x.shape[1], name="data")
+    check_points("x", x)
+    check_points("data", data, x.shape[1])
     if not 0.0 <= t < 1.0:
         raise ValueError(f"t must be in [0, 1), got {t}")
     # Near t = 1 the logits divide squared distances by 2 (1 - t)^2 ~ 1e-5: float32, and

@@ -36,8 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gmbook._checks import check_generator, check_nonnegative, describe
+from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
+                            describe)
 from gmbook._random import randn
+from gmbook.mcmc import langevin_step
 
 __all__ = [
     "KINDS",
@@ -48,10 +50,12 @@ __all__ = [
     "SamplePath",
     "VEPath",
     "VPPath",
+    "annealed_langevin",
     "ddim",
     "euler",
     "euler_maruyama",
     "heun",
+    "langevin_corrector",
 ]
 
 KINDS = ("eps", "x0", "v", "score", "velocity")
@@ -506,3 +510,189 @@ def euler_maruyama(pred: Prediction, x: Tensor, grid: Tensor, *, eta: float = 1.
             x = x + eta * math.sqrt(g2 * -h) * randn(x.shape, like=x, generator=generator)
         rec.step(x, x0)
     return rec.done(x, grid, len(grid) - 1)
+
+
+# ------------------------------------------------------- Langevin samplers (score chapter)
+# Annealed Langevin dynamics (Song & Ermon, 2019) and the Langevin corrector of
+# predictor-corrector sampling (Song et al., 2021) on the common signature; both take
+# gmbook.mcmc.langevin_step, the one Langevin step of the package.
+
+
+def _level_sigmas(pred: Prediction, grid: Tensor) -> list[float]:
+    sig = pred.path.sigma(grid).tolist()
+    if any(s <= 0 for s in sig):
+        raise ValueError("every time of the grid needs a positive noise level sigma_t")
+    return sig
+
+
+def _check_time(pred: Prediction, x: Tensor, t: float | Tensor) -> Tensor:
+    """The checks of :func:`_check` for one time instead of a grid; ``t`` as ``(1,)``."""
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    if t.numel() != 1:
+        raise ValueError(f"t must be one time, got {t.numel()} values")
+    _check(pred, x, torch.cat([t + 1, t]))  # pred and x, checked as every sampler does
+    return t
+
+
+@torch.no_grad()
+def langevin_corrector(pred: Prediction, x: Tensor, t: float | Tensor, *, steps: int = 1,
+                       step_size: float, generator: torch.Generator | None = None,
+                       return_path: bool = False) -> SamplePath:
+    r"""Langevin steps at one fixed time :math:`t`, driven by the prediction's score: the
+    corrector of predictor-corrector sampling (Song et al., 2021, Algorithm 4) and the inner
+    loop of :func:`annealed_langevin`.
+
+    Each step is eq. ``eq-sm-langevin`` on the marginal :math:`p_t`,
+    :math:`x \leftarrow x + h\, \nabla \log p_t(x) + \sqrt{2h}\, \xi`, taken by
+    :func:`gmbook.mcmc.langevin_step`; it leaves :math:`p_t` invariant up to the
+    discretisation bias of the unadjusted Langevin algorithm. One network call per step.
+
+    Args:
+        pred: the model's prediction (any kind; its score is used).
+        x: the states at time ``t``, shape ``(B, *D)``.
+        t: the time, a number or a tensor with one element.
+        steps: Langevin steps (0 returns ``x``).
+        step_size: :math:`h > 0`.
+        generator: source of the noise :math:`\xi`.
+        return_path: keep the state after every step.
+
+    Returns:
+        A :class:`SamplePath` with ``times`` the one time ``(1,)`` and ``nfe = steps``; with
+        ``return_path`` its ``states`` are ``x`` and the state after each step,
+        ``(steps + 1, B, *D)`` (all at the same time ``t``), and ``x0_preds`` is ``None``.
+    """
+    t = _check_time(pred, x, t)
+    steps = check_int("steps", steps, minimum=0)
+    h = check_positive("step_size", step_size)
+    generator = check_generator(generator)
+    if _level_sigmas(pred, t)[0] <= 0:
+        raise ValueError("the corrector needs a time with sigma_t > 0")
+    states = [x] if return_path else []
+    tt = t[0].to(x.dtype)
+    for _ in range(steps):
+        x = langevin_step(x, pred.score(x, tt), h, generator=generator)
+        if return_path:
+            states.append(x)
+    return SamplePath(x, t, steps, torch.stack(states) if return_path else None)
+
+
+@torch.no_grad()
+def annealed_langevin(pred: Prediction, x: Tensor, grid: Tensor, *,
+                      steps_per_level: int = 100, eps: float = 1e-3, denoise: bool = True,
+                      generator: torch.Generator | None = None,
+                      return_path: bool = False) -> SamplePath:
+    r"""Annealed Langevin dynamics (eq. ``eq-sm-annealed``), Song & Ermon (2019,
+    Algorithm 1), on the times of ``grid`` (for a :class:`VEPath`, the noise levels
+    :math:`\sigma_1 > \dots > \sigma_L`).
+
+    At each time :math:`t_i` of the grid, ``steps_per_level`` steps of
+    :func:`langevin_corrector` with the step size
+    :math:`\alpha_i = \epsilon\, \sigma_{t_i}^2 / \sigma_{t_L}^2`:
+
+    .. math::
+
+        x \leftarrow x + \alpha_i\, \nabla \log p_{t_i}(x) + \sqrt{2 \alpha_i}\, \xi .
+
+    With ``denoise``, one last step to the prediction's :math:`\hat x_0` at :math:`t_L`,
+    which for a :class:`VEPath` is Tweedie's formula :math:`x + \sigma_L^2 \nabla \log
+    p_{\sigma_L}(x)` (eq. ``eq-sm-tweedie``; Jolicoeur-Martineau et al., 2021).
+
+    Args:
+        pred: the model's prediction (any kind; its score and :math:`\hat x_0` are used).
+        x: the starting points at ``grid[0]``, shape ``(B, *D)``.
+        grid: the decreasing times ``(L,)``, each with :math:`\sigma_t > 0`.
+        steps_per_level: :math:`T` Langevin steps per time.
+        eps: :math:`\epsilon`, the step size at the last time.
+        denoise: finish with the step to :math:`\hat x_0`.
+        generator: source of the noise.
+        return_path: keep the state at the end of every level.
+
+    Returns:
+        A :class:`SamplePath`; ``times`` is the grid, followed by ``0`` with ``denoise``;
+        ``nfe = L T`` (+ 1 with ``denoise``); with ``return_path``, ``states`` holds the
+        state at the end of each level (then the denoised samples), so that ``states[-1]``
+        is the samples, and ``x0_preds`` is ``None``.
+    """
+    grid = _check(pred, x, grid)
+    steps = check_int("steps_per_level", steps_per_level, minimum=0)
+    eps = check_positive("eps", eps)
+    generator = check_generator(generator)
+    sig = _level_sigmas(pred, grid)
+    states = []
+    for t, s in zip(grid, sig):
+        alpha = eps * (s / sig[-1]) ** 2
+        x = langevin_corrector(pred, x, t, steps=steps, step_size=alpha,
+                               generator=generator).samples
+        if return_path:
+            states.append(x)
+    times, nfe = grid, len(sig) * steps
+    if denoise:
+        x = pred.x0_eps(x, grid[-1].to(x.dtype))[0]
+        times, nfe = torch.cat([grid, grid.new_zeros(1)]), nfe + 1
+        if return_path:
+            states.append(x)
+    return SamplePath(x, times, nfe, torch.stack(states) if return_path else None)
+
+
+# --------------------------------------------------------------------------- flow matching
+# (the flow-matching chapter's section: its variance-preserving path and the midpoint rule)
+
+__all__ += ["CosinePath", "midpoint"]
+
+
+class CosinePath(GaussianPath):
+    r"""The variance-preserving path of flow matching (``path="vp"`` of
+    :mod:`gmbook.flow_matching`), in the diffusion direction: :math:`\alpha_t =
+    \cos(\tfrac{\pi}{2} t)`, :math:`\sigma_t = \sin(\tfrac{\pi}{2} t)` on :math:`[0, 1]`,
+    the cosine schedule of Nichol & Dhariwal (2021) without offset. Flow matching's time is
+    :math:`1 - t`, where its :math:`\alpha = \sin(\tfrac{\pi}{2} t_{\mathrm{FM}})`."""
+
+    def alpha(self, t):
+        t = self._check_t(t)
+        return torch.cos(0.5 * math.pi * t.double()).to(t.dtype)
+
+    def sigma(self, t):
+        t = self._check_t(t)
+        return torch.sin(0.5 * math.pi * t.double()).to(t.dtype)
+
+    def d_alpha(self, t):
+        t = self._check_t(t)
+        return (-0.5 * math.pi * torch.sin(0.5 * math.pi * t.double())).to(t.dtype)
+
+    def d_sigma(self, t):
+        t = self._check_t(t)
+        return (0.5 * math.pi * torch.cos(0.5 * math.pi * t.double())).to(t.dtype)
+
+
+@torch.no_grad()
+def midpoint(pred: Prediction, x: Tensor, grid: Tensor, *,
+             generator: torch.Generator | None = None,
+             return_path: bool = False) -> SamplePath:
+    r"""The explicit midpoint rule (second-order Runge-Kutta) on the probability-flow ODE:
+
+    .. math::
+
+        x_{k+1} = x_k + h_k\, u\big(x_k + \tfrac{h_k}{2} u(x_k, t_k),\,
+        t_k + \tfrac{h_k}{2}\big), \qquad h_k = t_{k+1} - t_k .
+
+    Unlike :func:`heun` it never evaluates the network at ``grid[-1]``, so the last step
+    needs no special case; two network calls per step. The recorded prediction
+    :math:`\hat x_0` is the one made at :math:`(x_k, t_k)`.
+
+    Args:
+        pred: the model's prediction.
+        x: the starting points at ``grid[0]``, shape ``(B, *D)``.
+        grid: decreasing times ``(K + 1,)``.
+        generator: unused (a deterministic sampler), accepted for the common signature.
+        return_path: keep the states and predictions.
+    """
+    grid = _check(pred, x, grid)
+    check_generator(generator)
+    rec = _Recorder(x, return_path)
+    for t, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        h = t_next - t
+        u, x0 = pred.velocity_x0(x, torch.tensor(t, dtype=torch.float64))
+        t_mid = torch.tensor(t + 0.5 * h, dtype=torch.float64)
+        x = x + h * pred.velocity(x + 0.5 * h * u, t_mid)
+        rec.step(x, x0)
+    return rec.done(x, grid, 2 * (len(grid) - 1))

@@ -17,7 +17,8 @@ depend on the normalising constant, and Langevin dynamics needs nothing else
 - noise-conditional score networks (:class:`NCSN`): one network for a geometric ladder of
   noise levels (eq. ``eq-sm-ladder``), trained with the weighted DSM loss
   (eq. ``eq-sm-ncsn-loss``) and sampled by annealed Langevin dynamics
-  (:func:`annealed_langevin`, eq. ``eq-sm-annealed``).
+  (:func:`gmbook.samplers.annealed_langevin`, eq. ``eq-sm-annealed``; :func:`annealed_langevin`
+  is its form for a score given per level).
 
 A *score function* here is any callable ``(B, D) -> (B, D)``, for instance an
 :class:`gmbook.nets.MLP` with ``out_dim = in_dim``.
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -43,10 +43,11 @@ from gmbook._random import randn
 from gmbook.densities import GaussianMixture
 from gmbook.mcmc import langevin_step
 from gmbook.nets import MLP, append_dims
+from gmbook.samplers import Prediction, SamplePath, VEPath
+from gmbook.samplers import annealed_langevin as _annealed_sampler
 
 __all__ = [
     "NCSN",
-    "AnnealedPath",
     "annealed_langevin",
     "denoising_score_matching",
     "divergence",
@@ -475,20 +476,6 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> Tensor:
     return torch.logspace(math.log10(hi), math.log10(lo), n, dtype=torch.float64)
 
 
-@dataclass
-class AnnealedPath:
-    r"""The result of :func:`annealed_langevin` with ``return_path=True``.
-
-    Attributes:
-        samples: the final points, shape ``(B, D)``.
-        levels: the points at the end of every noise level, shape ``(L, B, D)``, before the
-            final denoising step.
-    """
-
-    samples: Tensor
-    levels: Tensor
-
-
 def annealed_langevin(
     score: LevelScore,
     x0: Tensor,
@@ -499,20 +486,23 @@ def annealed_langevin(
     denoise: bool = True,
     generator: torch.Generator | None = None,
     return_path: bool = False,
-) -> Tensor | AnnealedPath:
-    r"""Annealed Langevin dynamics (eq. ``eq-sm-annealed``), Song & Ermon (2019, Algorithm 1).
+) -> Tensor | SamplePath:
+    r"""Annealed Langevin dynamics (eq. ``eq-sm-annealed``) for a score given per level.
 
-    For each level :math:`i = 1, \dots, L` (largest :math:`\sigma` first), ``steps_per_level``
-    Langevin steps on the noised density :math:`p_{\sigma_i}` with step size
-    :math:`\alpha_i = \epsilon\, \sigma_i^2 / \sigma_L^2`:
+    The level-indexed form of :func:`gmbook.samplers.annealed_langevin` (Song & Ermon, 2019,
+    Algorithm 1), for a score known at the levels only, such as the exact scores of a
+    mixture noised at each :math:`\sigma_i`: it wraps ``score`` as the score prediction of
+    a variance-exploding path (:class:`gmbook.samplers.VEPath`, time :math:`t = \sigma`)
+    and calls the sampler. For each level :math:`i = 1, \dots, L` (largest first),
+    ``steps_per_level`` Langevin steps on :math:`p_{\sigma_i}` with step size
+    :math:`\alpha_i = \epsilon\, \sigma_i^2 / \sigma_L^2`,
 
     .. math::
 
-        x \leftarrow x + \alpha_i\, s(x, i) + \sqrt{2 \alpha_i}\, \xi .
+        x \leftarrow x + \alpha_i\, s(x, i) + \sqrt{2 \alpha_i}\, \xi ;
 
-    With ``denoise``, one last Tweedie step :math:`x + \sigma_L^2 s(x, L)` (eq.
-    ``eq-sm-tweedie``) removes the noise of the smallest level (Jolicoeur-Martineau et al.,
-    2021).
+    with ``denoise``, a last Tweedie step :math:`x + \sigma_L^2 s(x, L)` (eq.
+    ``eq-sm-tweedie``; Jolicoeur-Martineau et al., 2021).
 
     Args:
         score: ``score(x, i)``, the score of :math:`p_{\sigma_i}` at ``x`` of shape
@@ -523,29 +513,29 @@ def annealed_langevin(
         eps: :math:`\epsilon`, the step size at the last level.
         denoise: finish with the Tweedie step.
         generator: source of the noise.
-        return_path: also return the points at the end of every level.
+        return_path: return the :class:`gmbook.samplers.SamplePath` (states at the end of
+            every level) instead of the samples.
 
     Returns:
-        The samples ``(B, D)``, or an :class:`AnnealedPath` with ``return_path``.
+        The samples ``(B, D)``, or the :class:`gmbook.samplers.SamplePath`.
     """
     if not callable(score):
         raise TypeError(f"score must be a callable (x, level) -> (B, D), got {describe(score)}")
     x = _check_points(x0, "x0").detach()
-    sig = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)]
-    if not sig or any(s <= 0 for s in sig) or any(a <= b for a, b in zip(sig, sig[1:])):
-        raise ValueError(f"sigmas must be positive and strictly decreasing, got {sig}")
-    t = check_int("steps_per_level", steps_per_level, minimum=0)
-    eps = check_positive("eps", eps)
-    generator = check_generator(generator)
-    path = []
-    with torch.no_grad():
-        for i, s in enumerate(sig):
-            alpha = eps * (s / sig[-1]) ** 2
-            for _ in range(t):
-                x = langevin_step(x, score(x, i), alpha, generator=generator)
-            path.append(x)
-        out = x + sig[-1] ** 2 * score(x, len(sig) - 1) if denoise else x
-    return AnnealedPath(out, torch.stack(path)) if return_path else out
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    if len(sig) < 2 or not bool((sig > 0).all()) or not bool((sig[1:] < sig[:-1]).all()):
+        raise ValueError(f"sigmas must hold at least 2 positive, strictly decreasing levels, "
+                         f"got {sig.tolist()}")
+    log_sig = sig.log()
+
+    def level_score(z: Tensor, t: Tensor) -> Tensor:  # t: (B,), one level per call
+        i = int(torch.argmin((log_sig - t[0].double().log()).abs()))  # t is float32-rounded
+        return _call_score(lambda y: score(y, i), z)
+
+    pred = Prediction(level_score, "score", VEPath(float(sig[0])))
+    path = _annealed_sampler(pred, x, sig, steps_per_level=steps_per_level, eps=eps,
+                             denoise=denoise, generator=generator, return_path=return_path)
+    return path if return_path else path.samples
 
 
 # ------------------------------------------------------------------------------ NCSN
@@ -624,14 +614,43 @@ class NCSN(nn.Module):
         sigma = self.sigmas[idx].to(x.dtype)  # (B,)
         return self.net(x, self._time(sigma)) / sigma[:, None]
 
-    def loss(self, x: Tensor) -> Tensor:
-        r"""The weighted DSM loss (eq. ``eq-sm-ncsn-loss``) of a batch ``(B, D)``, a scalar."""
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        r"""The weighted DSM loss (eq. ``eq-sm-ncsn-loss``) of a batch ``(B, D)``, a scalar.
+
+        Args:
+            x: clean points, shape ``(B, D)``.
+            generator: source of the levels and the noise (the global RNG if ``None``).
+        """
         x = _check_points(x)
-        i = torch.randint(0, self.levels, (x.shape[0],), device=x.device)
+        generator = check_generator(generator)
+        if generator is None:
+            i = torch.randint(0, self.levels, (x.shape[0],), device=x.device)
+        else:  # drawn on the generator's device, then moved (as gmbook._random does)
+            i = torch.randint(0, self.levels, (x.shape[0],), generator=generator,
+                              device=generator.device).to(x.device)
         sigma = self.sigmas[i].to(x.dtype)[:, None]  # (B, 1)
-        eps = torch.randn_like(x)
+        eps = _randn_like(x, generator)
         out = self.net(x + sigma * eps, self._time(sigma[:, 0]))
         return 0.5 * (out + eps).pow(2).sum(-1).mean()
+
+    def prediction(self) -> Prediction:
+        r"""The network as a noise prediction on the variance-exploding path.
+
+        On :class:`gmbook.samplers.VEPath` the time is the noise level, :math:`t = \sigma`,
+        and :math:`x_t = x_0 + \sigma \varepsilon`; the network predicts
+        :math:`-\varepsilon`, so the prediction is :math:`\hat\varepsilon = -f_\theta(x,
+        t(\sigma))` and its score :math:`-\hat\varepsilon / \sigma` is :meth:`score`. Any
+        sampler of :mod:`gmbook.samplers` can then run on the model; the network is trained
+        at the levels of the ladder only, so times between them are interpolations.
+
+        Returns:
+            A :class:`gmbook.samplers.Prediction` of kind ``"eps"``.
+        """
+
+        def eps_hat(x: Tensor, t: Tensor) -> Tensor:  # t = sigma, shape (B,)
+            return -self.net(x, self._time(t.to(x.dtype)))
+
+        return Prediction(eps_hat, "eps", VEPath(float(self.sigmas[0])))
 
     @torch.no_grad()
     def sample(
@@ -643,8 +662,9 @@ class NCSN(nn.Module):
         denoise: bool = True,
         generator: torch.Generator | None = None,
         return_path: bool = False,
-    ) -> Tensor | AnnealedPath:
-        r"""Draw ``n`` points ``(n, D)`` by :func:`annealed_langevin`.
+    ) -> Tensor | SamplePath:
+        r"""Draw ``n`` points ``(n, D)`` by :func:`gmbook.samplers.annealed_langevin` on the
+        ladder (eq. ``eq-sm-annealed``), with :meth:`prediction`.
 
         Chains start from :math:`\mathcal N(0, (1 + \sigma_1^2) I)`, the Gaussian with the
         variance of standardized data noised at the top level.
@@ -655,15 +675,18 @@ class NCSN(nn.Module):
             eps: step size at the last level.
             denoise: finish with a Tweedie step.
             generator: source of randomness.
-            return_path: also return the points at the end of every level.
+            return_path: return the :class:`gmbook.samplers.SamplePath` (the states at the
+                end of every level) instead of the samples.
         """
         n = check_int("n", n)
         generator = check_generator(generator)
         p = self.sigmas
         x0 = randn((n, self.dim), like=p, generator=generator)
         x0 = x0 * math.sqrt(1 + float(p[0]) ** 2)
-        return annealed_langevin(self.score, x0, p, steps_per_level=steps_per_level, eps=eps,
-                                 denoise=denoise, generator=generator, return_path=return_path)
+        path = _annealed_sampler(self.prediction(), x0, p, steps_per_level=steps_per_level,
+                                 eps=eps, denoise=denoise, generator=generator,
+                                 return_path=return_path)
+        return path if return_path else path.samples
 
     def extra_repr(self) -> str:
         s = self.sigmas

@@ -36,12 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gmbook._checks import (
+    check_float_tensor,
     check_generator,
     check_int,
     check_nonnegative,
     check_positive,
     describe,
 )
+from gmbook._random import randn
 from gmbook.densities import MixtureDensityNetwork, kmeans_plusplus
 from gmbook.metrics import Estimate
 from gmbook.nets import MLP
@@ -68,16 +70,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _check_float(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
-    return x
-
-
-def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(*shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def _normal_log_prob(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
@@ -112,7 +104,7 @@ def kl_standard_normal(mean: Tensor, log_var: Tensor) -> Tensor:
         >>> float(kl_standard_normal(torch.tensor([1.0, 0.0]), torch.zeros(2)))
         0.5
     """
-    mean, log_var = _check_float("mean", mean), _check_float("log_var", log_var)
+    mean, log_var = check_float_tensor("mean", mean), check_float_tensor("log_var", log_var)
     if mean.shape != log_var.shape or mean.ndim == 0:
         raise ValueError(f"mean and log_var must have the same shape (*B, L), got "
                          f"{tuple(mean.shape)} and {tuple(log_var.shape)}")
@@ -236,7 +228,7 @@ class GaussianDecoder(nn.Module):
     def sample(self, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         r"""One draw :math:`x \sim p_\theta(\cdot \mid z)` per latent, shape ``(B, D)``."""
         mean = self.mean(z)
-        return mean + self.std * _randn(mean.shape, mean, generator)
+        return mean + self.std * randn(mean.shape, like=mean, generator=generator)
 
 
 class AutoregressiveDecoder(nn.Module):
@@ -377,7 +369,7 @@ class VAE(nn.Module):
     # -- shapes --------------------------------------------------------------------------
 
     def _flat(self, x: object) -> Tensor:
-        x = _check_float("x", x)
+        x = check_float_tensor("x", x)
         if x.ndim != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape or not len(x):
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.shape))}) "
                              f"with B >= 1, got {tuple(x.shape)}")
@@ -423,7 +415,7 @@ class VAE(nn.Module):
         generator = check_generator(generator)
         xf = self._flat(x)
         mean, log_var = self._posterior(xf, posterior)
-        eps = _randn((samples, *mean.shape), mean, generator)  # (S, B, L)
+        eps = randn((samples, *mean.shape), like=mean, generator=generator)  # (S, B, L)
         z = mean + (0.5 * log_var).exp() * eps
         reconstruction = self.decoder.log_prob(xf, z).mean(0)  # (B,)
         kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var)  # (B, L), eq-vae-kl
@@ -447,7 +439,7 @@ class VAE(nn.Module):
         generator = check_generator(generator)
         xf = self._flat(x)
         mean, log_var = self._posterior(xf, posterior)
-        eps = _randn((k, *mean.shape), mean, generator)  # (K, B, L)
+        eps = randn((k, *mean.shape), like=mean, generator=generator)  # (K, B, L)
         z = mean + (0.5 * log_var).exp() * eps
         log_q = -0.5 * (eps.square() + log_var + _LOG_2PI).sum(-1)  # (K, B)
         log_prior = -0.5 * (z.square() + _LOG_2PI).sum(-1)
@@ -525,7 +517,7 @@ class VAE(nn.Module):
         n = check_int("n", n)
         generator = check_generator(generator)
         ref = next(self.parameters())
-        z = _randn((n, self.latent_dim), ref, generator)
+        z = randn((n, self.latent_dim), like=ref, generator=generator)
         if not noise:
             return self.decode_mean(z)
         return self.decoder.sample(z, generator=generator).reshape(n, *self.shape)
@@ -630,7 +622,8 @@ class LinearGaussianVAE(VAE):
             trace = log_var.exp() @ self.W.square().sum(0)  # sum_j S_jj |W_:j|^2, (B,)
             trace_s, logdet = log_var.exp().sum(-1), log_var.sum(-1)
         else:
-            q_mean, q_cov = _check_float("q_mean", q_mean), _check_float("q_cov", q_cov)
+            q_mean = check_float_tensor("q_mean", q_mean)
+            q_cov = check_float_tensor("q_cov", q_cov)
             if tuple(q_mean.shape) != (xf.shape[0], lat) or q_cov.shape[-2:] != (lat, lat):
                 raise ValueError(f"q_mean must be (B, {lat}) and q_cov ({lat}, {lat}) or "
                                  f"(B, {lat}, {lat}), got {tuple(q_mean.shape)} and "
@@ -678,7 +671,7 @@ class LinearGaussianVAE(VAE):
         :math:`W = U_L (\Lambda_L - \sigma^2 I)^{1/2}`, whose orthogonal columns make the
         posterior covariance diagonal (:prf:ref:`prop-vae-linear-tight`).
         """
-        x = _check_float("x", x)
+        x = check_float_tensor("x", x)
         if x.ndim < 2 or x.shape[0] < 2:
             raise ValueError(f"x must have shape (n, *D) with n >= 2, got {tuple(x.shape)}")
         n, shape = x.shape[0], tuple(x.shape[1:])
@@ -740,7 +733,7 @@ def latent_log_joint_grid(model: VAE, x: Tensor, *, lims: float = 4.0, n: int = 
     xf = model._flat(x)
     z, log_cell = _latent_grid(lims, n, xf)
     if center is not None:
-        center = _check_float("center", center)
+        center = check_float_tensor("center", center)
         if tuple(center.shape) != (2,):
             raise ValueError(f"center must have shape (2,), got {tuple(center.shape)}")
         z = z + center.to(z)
@@ -802,7 +795,7 @@ def aggregate_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     \operatorname{diag}\sigma_i^2)` (eq. ``eq-vae-aggregate``), shape ``(S,)`` for points
     ``z`` ``(S, L)`` and posteriors ``(n, L)``.
     """
-    z = _check_float("z", z)
+    z = check_float_tensor("z", z)
     if mean.shape != log_var.shape or mean.ndim != 2 or z.ndim != 2 or \
             z.shape[1] != mean.shape[1]:
         raise ValueError(f"z must be (S, L) and mean, log_var (n, L), got {tuple(z.shape)}, "
@@ -832,7 +825,7 @@ def rate_split(mean: Tensor, log_var: Tensor, *, samples: int = 10_000,
         samples: draws from :math:`q(z)`.
         generator: randomness of the draws.
     """
-    mean, log_var = _check_float("mean", mean), _check_float("log_var", log_var)
+    mean, log_var = check_float_tensor("mean", mean), check_float_tensor("log_var", log_var)
     samples = check_int("samples", samples)
     generator = check_generator(generator)
     if mean.shape != log_var.shape or mean.ndim != 2:
@@ -840,7 +833,8 @@ def rate_split(mean: Tensor, log_var: Tensor, *, samples: int = 10_000,
                          f"{tuple(log_var.shape)}")
     n = mean.shape[0]
     i = torch.randint(n, (samples,), generator=generator, device=mean.device)
-    z = mean[i] + (0.5 * log_var[i]).exp() * _randn((samples, mean.shape[1]), mean, generator)
+    z = mean[i] + (0.5 * log_var[i]).exp() * randn(
+        (samples, mean.shape[1]), like=mean, generator=generator)
     log_p = -0.5 * (z.square() + _LOG_2PI).sum(1)
     kl = mc_estimate(aggregate_log_prob(z, mean, log_var) - log_p)
     rate = float(kl_standard_normal(mean, log_var).mean())
@@ -887,7 +881,7 @@ def optimize_posteriors(model: VAE, x: Tensor, *, steps: int = 300, lr: float = 
     for i in range(steps):
         for group in opt.param_groups:
             group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * i / steps))
-        eps = _randn((samples, *mean.shape), mean, generator)  # (S, B, L)
+        eps = randn((samples, *mean.shape), like=mean, generator=generator)  # (S, B, L)
         with torch.enable_grad():
             z = mean + (0.5 * log_var).exp() * eps
             elbo = model.decoder.log_prob(xf, z).mean(0) - kl_standard_normal(mean, log_var)
@@ -965,7 +959,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z_e: Tensor) -> Tensor:
         r"""Index of the nearest code of each vector ``(*B, d)``, int64 ``(*B,)``."""
-        z_e = _check_float("z_e", z_e)
+        z_e = check_float_tensor("z_e", z_e)
         if z_e.ndim == 0 or z_e.shape[-1] != self.code_dim:
             raise ValueError(f"z_e must have shape (*B, {self.code_dim}), got {tuple(z_e.shape)}")
         flat = z_e.reshape(-1, self.code_dim)
@@ -1032,7 +1026,7 @@ class VQVAE(nn.Module):
         self.register_buffer("prior_logits", torch.zeros(self.positions, codes))
 
     def _flat(self, x: object) -> Tensor:
-        x = _check_float("x", x)
+        x = check_float_tensor("x", x)
         if x.ndim != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape or not len(x):
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.shape))}) "
                              f"with B >= 1, got {tuple(x.shape)}")

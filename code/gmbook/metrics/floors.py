@@ -7,10 +7,10 @@ A submodule of :mod:`gmbook.metrics`, which re-exports its public names
 
 The **floor** of a sample metric at sample size ``n`` is its mean between two independent
 data samples of size ``n``; the scorecard divides a model's value by it. A floor is itself
-a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 20% from
-pair to pair, so a floor from 5 pairs is uncertain by about 9% and every ratio divided by
-it inherits that error. :func:`~gmbook.metrics.scorecard` therefore takes each floor from
-:data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
+a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 28% from
+pair to pair (over the 100 shipped pairs), so a floor from 5 pairs is uncertain by about
+12% and every ratio divided by it inherits that error. :func:`~gmbook.metrics.scorecard`
+therefore takes each floor from :data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
 about 10 s, which ten chapters must not pay again and again, so the per-pair values of
 the configurations the book and the benchmark use are computed once and shipped in
 ``floors.json`` next to this module (about 80 KB). Each entry is keyed by the data set's
@@ -67,7 +67,7 @@ FLOOR_REPEATS = 30
 r"""Default number of independent data-vs-data pairs behind each floor of
 :func:`~gmbook.metrics.scorecard` (at least this many are recommended; fewer warn with
 :class:`FloorPrecisionWarning`). With 30 pairs the W2 floor of two moons at ``n = 2000``
-is known to about 3.5% (its pair-to-pair spread, about 20%, over :math:`\sqrt{30}`)."""
+is known to about 5% (its pair-to-pair spread, about 28%, over :math:`\sqrt{30}`)."""
 
 CEILING_REPEATS = 10
 r"""Number of pairs behind each ceiling (:math:`\mathcal N(0, I)` against the data), or
@@ -416,26 +416,44 @@ def reference_draws(
     n_projections: int = 256,
     floor_seed: int = 0,
     dtype: torch.dtype = torch.float32,
-) -> list[tuple[Tensor, Tensor]]:
+    labels: bool = False,
+) -> list[tuple[Tensor, ...]]:
     r"""The data pairs ``(x1, x2)`` behind the floors, each ``(n, D)``, first pair first.
 
     Redrawn from the private generator (cheap: no metric is computed), e.g. to relate a
     floor's pair-to-pair spread to a property of the draws, such as how many points fall
-    on each moon.
+    on each moon. With ``labels=True`` each pair is ``(x1, y1, x2, y2)`` with the component
+    labels ``(n,)`` of ``dataset.sample_with_labels``, which draws the same points as
+    ``dataset.sample`` (as the toys of :mod:`gmbook.data` do).
 
     Example:
         >>> from gmbook.data import TwoMoons
         >>> (x1, x2), = reference_draws(TwoMoons(), 50, pairs=1)
         >>> x1.shape, bool((x1 != x2).any())
         (torch.Size([50, 2]), True)
+        >>> (z1, y1, z2, y2), = reference_draws(TwoMoons(), 50, pairs=1, labels=True)
+        >>> bool((z1 == x1).all() and (z2 == x2).all()), y1.shape
+        (True, torch.Size([50]))
     """
     n = _check_int("n", n, 2)
     pairs = _check_int("pairs", pairs, 1)
+    n_projections = _check_int("n_projections", n_projections, 1)
+    floor_seed = _check_int("floor_seed", floor_seed, 0)
     like = torch.empty(0, dtype=dtype)
     dim = _dim_of(dataset)
-    return [(t1, t2) for t1, t2, _ in _draws(
-        dataset, dim, n, pairs, _check_int("n_projections", n_projections, 1),
-        _check_int("floor_seed", floor_seed, 0), like)]
+    if not labels:
+        return [(t1, t2) for t1, t2, _ in _draws(
+            dataset, dim, n, pairs, n_projections, floor_seed, like)]
+    if not callable(getattr(dataset, "sample_with_labels", None)):
+        raise TypeError(f"labels=True needs dataset.sample_with_labels, got {_describe(dataset)}")
+    g, _ = _generator_and_directions(n_projections, dim, floor_seed, like)
+    out = []
+    for _ in range(pairs):
+        x1, y1 = dataset.sample_with_labels(n, generator=g)
+        x2, y2 = dataset.sample_with_labels(n, generator=g)
+        torch.randn(n, dim, generator=g, dtype=dtype)  # the ceiling's draw, as in _draws
+        out.append((x1.reshape(n, -1).to(dtype), y1, x2.reshape(n, -1).to(dtype), y2))
+    return out
 
 
 # --------------------------------------------------------------------------- the file

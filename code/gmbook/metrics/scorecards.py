@@ -334,9 +334,9 @@ def scorecard(
         floor_repeats: number of pairs behind each floor (default and recommended minimum
             :data:`FLOOR_REPEATS`; a smaller value is honoured but warns with
             :class:`FloorPrecisionWarning`). The W2 floor of two moons at ``n = 2000``
-            varies by about 20% (one standard deviation) from pair to pair, largely because
+            varies by about 28% (one standard deviation) from pair to pair, largely because
             W2 must carry any chance excess of points from one moon to the other; a 5-pair
-            floor is then uncertain by about 9%, a common factor of every ratio.
+            floor is then uncertain by about 12%, a common factor of every ratio.
 
     Returns:
         The :class:`Scorecard`.
