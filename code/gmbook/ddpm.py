@@ -65,7 +65,6 @@ __all__ = [
     "x0_from_v",
 ]
 
-PredictionKind = Literal["eps", "x0", "v"]
 _PREDICTIONS = ("eps", "x0", "v")
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -468,7 +467,7 @@ class DDPM(nn.Module):
         *,
         T: int = 1000,
         schedule: str | Tensor = "linear",
-        prediction: PredictionKind = "eps",
+        prediction: str = "eps",
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):

@@ -89,7 +89,8 @@ def measure(batches: tuple[int, ...] = (256, 2048), steps: int = 50) -> list[dic
     ``python -m gmbook.runtime``.
 
     Returns:
-        One row per setting: ``threads``, ``policy``, ``batch``, ``ms`` (per step).
+        list[dict]: a row per setting, with keys ``threads``, ``policy``, ``batch`` and
+        ``ms`` (milliseconds per step).
     """
     import subprocess
     import sys

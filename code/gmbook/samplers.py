@@ -43,6 +43,7 @@ from gmbook.mcmc import langevin_step
 
 __all__ = [
     "KINDS",
+    "CosinePath",
     "DiscreteVPPath",
     "GaussianPath",
     "LinearPath",
@@ -56,6 +57,7 @@ __all__ = [
     "euler_maruyama",
     "heun",
     "langevin_corrector",
+    "midpoint",
 ]
 
 KINDS = ("eps", "x0", "v", "score", "velocity")
@@ -637,7 +639,6 @@ def annealed_langevin(pred: Prediction, x: Tensor, grid: Tensor, *,
 # --------------------------------------------------------------------------- flow matching
 # (the flow-matching chapter's section: its variance-preserving path and the midpoint rule)
 
-__all__ += ["CosinePath", "midpoint"]
 
 
 class CosinePath(GaussianPath):

@@ -371,8 +371,10 @@ def gbm_exact(x0: Tensor | float, w: Tensor, times: Tensor, mu: float, sigma: fl
 
 
 class OUPath(GaussianPath):
-    r"""The Ornstein-Uhlenbeck process :math:`\mathrm d x = -\theta x\, \mathrm d t +
-    \sqrt{2\theta}\, \mathrm d W` as a Gaussian path of :mod:`gmbook.samplers`:
+    r"""The Ornstein-Uhlenbeck process as a Gaussian path of :mod:`gmbook.samplers`.
+
+    The process :math:`\mathrm d x = -\theta x\, \mathrm d t + \sqrt{2\theta}\,
+    \mathrm d W` is the path
     :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` with :math:`\alpha_t = e^{-\theta t}`,
     :math:`\sigma_t = \sqrt{1 - e^{-2\theta t}}` (eq. ``eq-sc-ou-transition`` with
     :math:`\mu = 0`, :math:`\sigma^2 = 2\theta`); its stationary law is

@@ -10,7 +10,8 @@ data samples of size ``n``; the scorecard divides a model's value by it. A floor
 a Monte Carlo estimate: the W2 floor of two moons at ``n = 2000`` varies by about 28% from
 pair to pair (over the 100 shipped pairs), so a floor from 5 pairs is uncertain by about
 12% and every ratio divided by it inherits that error. :func:`~gmbook.metrics.scorecard`
-therefore takes each floor from :data:`FLOOR_REPEATS` (30) independent pairs. Thirty exact W2 solves at ``n = 2000`` cost
+therefore takes each floor from :data:`~gmbook.metrics.FLOOR_REPEATS` (30) independent pairs. Thirty exact W2
+solves at ``n = 2000`` cost
 about 10 s, which ten chapters must not pay again and again, so the per-pair values of
 the configurations the book and the benchmark use are computed once and shipped in
 ``floors.json`` next to this module (about 80 KB). Each entry is keyed by the data set's
@@ -19,7 +20,7 @@ drawn first from the same generator) and ``floor_seed``; it holds, per metric (`
 ``"energy"``, ``"sw2"`` and one ``"mmd@<s>"`` per bandwidth, the MMD² of a mixture being
 their sum), the value of every pair, in the order the private generator draws them, so
 the first ``k`` values are exactly the floor a ``k``-pair run would compute: means,
-spreads and subsets are all available (:func:`floor_values`).
+spreads and subsets are all available (:func:`~gmbook.metrics.floor_values`).
 
 A scorecard looks its floors up in memory first, then in the file, and computes them on a
 miss (then keeps them in memory). The file holds only the toys of :mod:`gmbook.data` (frozen
@@ -28,7 +29,7 @@ The shipped values were computed on the CPU; they serve any device (a GPU comput
 draws, equal up to float32 rounding).
 
 Regenerate the file after a change to the data sets or the metrics, or to add a
-configuration to :data:`CONFIGURATIONS` (about 2 minutes on the book's 2-core CPU)::
+configuration to ``CONFIGURATIONS`` (about 2 minutes on the book's 2-core CPU)::
 
     PYTHONPATH=code python -m gmbook.metrics --write
 
