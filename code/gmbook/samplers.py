@@ -21,10 +21,16 @@ signature) and diffusers (schedules apart from models):
   **options) -> SamplePath`` that integrates from ``grid[0]`` (the most noise) to
   ``grid[-1]``; every sampler returns a :class:`SamplePath`.
 
-The samplers here are the first-order ones every later chapter starts from: :func:`euler`
-(the probability-flow ODE), :func:`heun` (Karras et al., 2022, Algorithm 1), :func:`ddim`
-(Song, Meng & Ermon, 2021; ``eta = 1`` is ancestral sampling) and :func:`euler_maruyama`
-(the reverse-time SDE family with noise scale ``eta``; Song et al., 2021).
+The samplers here are the ones every later chapter starts from: :func:`euler` (the
+probability-flow ODE), :func:`heun` (Karras et al., 2022, Algorithm 1) and :func:`midpoint`
+(second order), :func:`ddim` (Song, Meng & Ermon, 2021; ``eta = 1`` is ancestral sampling),
+:func:`euler_maruyama` (the reverse-time SDE family with noise scale ``eta``; Song et al.,
+2021), and the Langevin samplers :func:`langevin_corrector` (the corrector of
+predictor-corrector sampling) and :func:`annealed_langevin` (Song & Ermon, 2019), which take
+the package's one Langevin step, :func:`gmbook.mcmc.langevin_step`. The DDPM
+(:meth:`gmbook.ddpm.DDPM.prediction`), the score model (:meth:`gmbook.score.NCSN.prediction`)
+and flow matching (:meth:`gmbook.flow_matching.FlowMatching.prediction`) expose their
+networks as a :class:`Prediction`, and their ``sample`` methods run these samplers.
 """
 
 from __future__ import annotations
@@ -638,7 +644,6 @@ def annealed_langevin(pred: Prediction, x: Tensor, grid: Tensor, *,
 
 # --------------------------------------------------------------------------- flow matching
 # (the flow-matching chapter's section: its variance-preserving path and the midpoint rule)
-
 
 
 class CosinePath(GaussianPath):
