@@ -688,8 +688,8 @@ class FlowMatching(nn.Module):
             solver: one of :data:`SOLVERS`, or a sampler function.
             x0: optional initial noise of shape ``(n, *D)`` instead of fresh noise.
             return_path: return the :class:`gmbook.samplers.SamplePath`, whose
-                ``states[k]`` is the state at flow-matching time :math:`1 - `
-                ``times[k]`` (``states[0] = x0``, ``states[-1]`` the samples).
+                ``states[k]`` is the state at flow-matching time ``1 - times[k]``
+                (``states[0] = x0``, ``states[-1]`` the samples).
 
         Returns:
             Samples of shape ``(n, *D)``, or with ``return_path`` a
