@@ -683,8 +683,9 @@ class FlowMatching(nn.Module):
         Args:
             n: number of samples.
             generator: randomness of the initial noise.
-            steps: solver steps (``NFE = steps`` for Euler, ``2 steps`` for midpoint, see
-                :func:`solver_nfe`).
+            steps: solver steps (``NFE = steps`` for Euler, ``2 steps`` for midpoint,
+                ``2 steps - 1`` for Heun, whose last step is Euler's; the path's ``nfe``
+                says it).
             solver: one of :data:`SOLVERS`, or a sampler function.
             x0: optional initial noise of shape ``(n, *D)`` instead of fresh noise.
             return_path: return the :class:`gmbook.samplers.SamplePath`, whose
