@@ -153,6 +153,9 @@ def _ou_cases(generator: torch.Generator) -> list[Case]:
              (x0, torch.full((3,), 30.0, dtype=f64), 1.0, 2.0), edge=True),
         Case("theta = 2, sigma = 2 (stationary variance 1), t = 0.5, float64",
              (x0, torch.full((3,), 0.5, dtype=f64), 2.0, 2.0), edge=True),
+        Case("t = 1e-12: the variance to full relative precision (expm1), float64",
+             (x0, torch.full((3,), 1e-12, dtype=f64), 1.0, 2.0), edge=True,
+             rtol=1e-10, atol=0.0),
     ]
     return cases
 
@@ -171,6 +174,10 @@ def _ou_brownian(x0, t, theta, sigma):
 
 def _ou_sigma_not_squared(x0, t, theta, sigma):
     return x0 * torch.exp(-theta * t), sigma / (2 * theta) * (1 - torch.exp(-2 * theta * t))
+
+
+def _ou_one_minus_exp(x0, t, theta, sigma):
+    return x0 * torch.exp(-theta * t), sigma**2 / (2 * theta) * (1 - torch.exp(-2 * theta * t))
 
 
 def _ou_no_decay(x0, t, theta, sigma):
@@ -203,6 +210,9 @@ register(
                  output="var"),
             Hint("The variance scales with sigma^2, not sigma.", wrong=_ou_sigma_not_squared,
                  output="var"),
+            Hint("At tiny t, 1 - exp(-2 theta t) is the difference of two nearly equal "
+                 "numbers and loses most of its digits: use -torch.expm1(-2 * theta * t).",
+                 wrong=_ou_one_minus_exp, output="var"),
         ],
     )
 )
