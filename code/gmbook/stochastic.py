@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from gmbook._checks import (
+    check_float_tensor,
     check_generator,
     check_int,
     check_nonnegative,
@@ -60,8 +61,7 @@ __all__ = [
 ]
 
 def _check_tensor(name: str, x: object, min_ndim: int = 1) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {describe(x)}")
+    x = check_float_tensor(name, x)
     if x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape "
                          f"{tuple(x.shape)}")
