@@ -42,7 +42,8 @@ Checkers of the chapter *Modeling continuous random variables*:
 
 ================  ======================================================================
 ``em_step_1d``    ``fn(x, weights, means, variances) -> (weights, means, variances)``,
-                  one EM iteration for a 1-D mixture of ``K`` Gaussians
+                  one EM iteration for a 1-D mixture of ``K`` Gaussians. ``x`` ``(n,)``;
+                  ``weights``, ``means``, ``variances`` ``(K,)``
 ``kde_log_prob``  ``fn(x, data, bandwidth) -> log_prob``, log of the Gaussian KDE of
                   ``data`` ``(n, D)`` at ``x`` ``(m, D)``, shape ``(m,)``: ``logsumexp_i
                   log N(x; data_i, h^2 I) - log n``
@@ -74,30 +75,43 @@ Checkers of the chapter *Energy-based models*:
 
 =======================  ===============================================================
 ``grid_log_normalizer``  ``fn(energies, cell_area) -> log_z``, :math:`\log \sum_g
-                         e^{-E(g)} \Delta A` over all entries of ``energies`` (eq
+                         e^{-E(g)} \Delta A` over all entries of ``energies`` (eq.
+                         ``eq-ebm-grid``), a 0-dim tensor in the dtype of ``energies``
 ``langevin_step``        ``fn(grad_energy, x, step_size, noise, xi) -> x_new``, one step
-                         of eq
+                         of eq. ``eq-ebm-langevin``, :math:`x - h \nabla E(x) + \sigma
+                         \sqrt{2h}\, \xi`, shape ``(B, D)``
 =======================  ===============================================================
 
 Checkers of the chapter *Evaluating generative models*:
 
 =====================  =================================================================
 ``bits_per_dim``       ``fn(nll_nats, dim, bin_width) -> bpd``, negative log-likelihood
-                       in nats per data point -> bits per dimension
+                       in nats per data point -> bits per dimension. ``nll / (dim ln
+                       2)`` for continuous data (``bin_width=None``); for discrete data
+                       dequantized with uniform noise over bins of width ``bin_width``,
+                       the probability of a bin is about the density times
+                       ``bin_width**dim``, so ``(nll - dim ln(bin_width)) / (dim ln 2)``
 ``frechet_gaussians``  ``fn(mu1, cov1, mu2, cov2) -> frechet``, squared 2-Wasserstein
-                       (Frechet) distance between Gaussians, 0-dim
+                       (Frechet) distance between Gaussians, 0-dim. ``|mu1 - mu2|^2 +
+                       tr(cov1 + cov2 - 2 (cov1^{1/2} cov2 cov1^{1/2})^{1/2})``, the
+                       formula of the FID (Heusel et al., 2017)
 ``mmd2_unbiased``      ``fn(x, y, bandwidth) -> mmd2``, unbiased MMD^2 with a Gaussian
-                       kernel (Gretton et al., 2012), 0-dim
+                       kernel (Gretton et al., 2012), 0-dim. ``k(a, b) = exp(-|a - b|^2
+                       / (2 bandwidth^2))``; the within-set averages skip the diagonal
+                       ``i = j``, the cross average keeps every pair
 =====================  =================================================================
 
 Checkers of the chapter *Variational autoencoders*:
 
 ===================  ===================================================================
 ``iwae_bound``       ``fn(log_w) -> bound``, :math:`\log \frac1K \sum_k e^{\log w_k}`
-                     over the first dimension of ``log_w`` ``(K, B)`` (eq
+                     over the first dimension of ``log_w`` ``(K, B)`` (eq.
+                     ``eq-vae-iwae``), shape ``(B,)``
 ``ppca_posterior``   ``fn(W, b, noise_var, x) -> (mean, cov)``, the posterior of
                      :math:`x = W z + b + \sigma \epsilon`, :math:`z \sim \mathcal N(0,
-                     I)` (eq
+                     I)` (eq. ``eq-vae-linear-posterior``): mean :math:`M^{-1} W^\top (x
+                     - b)` ``(B, L)`` and covariance :math:`\sigma^2 M^{-1}` ``(L, L)``,
+                     with :math:`M = W^\top W + \sigma^2 I`
 ``vector_quantize``  ``fn(z_e, codebook) -> (indices, z_q)``, the nearest code
                      (Euclidean) of each row of ``z_e`` ``(B, d)`` among the rows of
                      ``codebook`` ``(K, d)``: int64 indices ``(B,)`` and the codes ``(B,
@@ -120,10 +134,13 @@ Checkers of the chapter *Score matching and denoising*:
 
 ==========================  ============================================================
 ``annealed_langevin_step``  ``fn(x, score, sigma, sigma_last, eps, z) -> x_new``, one
-                            step of eq
+                            step of eq. ``eq-sm-annealed``, :math:`x + \alpha s +
+                            \sqrt{2\alpha}\, z` with :math:`\alpha = \epsilon \sigma^2 /
+                            \sigma_L^2`, shape ``(B, D)``
 ``noised_mixture_score``    ``fn(x, weights, means, variances, sigma) -> score``, the
                             score of :math:`\sum_k \pi_k \mathcal N(\mu_k, (v_k +
-                            \sigma^2) I)` (eq
+                            \sigma^2) I)` (eq. ``eq-sm-mixture-score`` with isotropic
+                            components), shape ``(B, D)``
 ==========================  ============================================================
 
 Checkers of the chapter *Denoising diffusion probabilistic models*:
@@ -131,9 +148,11 @@ Checkers of the chapter *Denoising diffusion probabilistic models*:
 ======================  ================================================================
 ``ddpm_posterior``      ``fn(x0, x_t, alpha_bar_t, alpha_bar_prev) -> (mean, var)``,
                         mean ``(B, D)`` and variance ``(B, 1)`` of :math:`q(x_s \mid
-                        x_t, x_0)` (eq
+                        x_t, x_0)` (eq. ``eq-ddpm-posterior``), alpha bars of shape
+                        ``(B, 1)``
 ``ddpm_v_conversions``  ``fn(x_t, v, alpha_bar) -> (eps, x0)``, ``(eps, x0)`` from a
-                        velocity prediction (eq
+                        velocity prediction (eq. ``eq-ddpm-conversions``), ``alpha_bar``
+                        of shape ``(B, 1)``
 ======================  ================================================================
 
 Checkers of the chapter *Flow matching and rectified flow*:
@@ -237,6 +256,7 @@ def checker_table() -> str:
     holds a copy (``python -m gmbook.exercises --write`` refreshes it).
     """
     import inspect
+    import re
     import sys
     import textwrap
 
@@ -257,7 +277,8 @@ def checker_table() -> str:
                 "(" + ", ".join(checker.outputs) + ")"
             doc = " ".join((inspect.getdoc(checker.reference) or "").split())
             doc = doc.removeprefix("Reference:").strip()
-            first = doc.split(". ")[0].rstrip(".,")
+            # The first sentence: a full stop before a capital, not the "eq." of a citation.
+            first = re.split(r"(?<!\beq)(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z])", doc)[0].rstrip(".,")
             rows.append((f"``{name}``", f"``fn({args}) -> {outs}``, {first}"))
         w1 = max(len(a) for a, _ in rows)
         w2 = 86 - w1
