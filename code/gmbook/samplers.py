@@ -849,7 +849,10 @@ def _half_log_snr(path: GaussianPath, t: Tensor) -> Tensor:
 
 
 def _time_of_log_snr(path: GaussianPath, lam: Tensor) -> Tensor:
-    """Times where :func:`_half_log_snr` equals ``lam`` (it decreases in t), float64."""
+    r"""Times where :func:`_half_log_snr` equals ``lam`` (it decreases in t), float64:
+    :math:`t = e^{-\lambda}` on a :class:`VEPath`, else by bisection."""
+    if isinstance(path, VEPath):
+        return (-torch.as_tensor(lam, dtype=torch.float64)).exp()
     return _invert(lambda t: -_half_log_snr(path, t), -torch.as_tensor(lam, dtype=torch.float64),
                    path.t_min, path.t_max)
 
@@ -1099,7 +1102,9 @@ def dopri5(pred: Prediction, x: Tensor, grid: Tensor, *, rtol: float = 1e-7,
     r"""The reference solution: the adaptive Dormand-Prince method (order 5 with an embedded
     order-4 error estimate; ``torchdiffeq``) on the probability-flow ODE
     :math:`\mathrm d x / \mathrm d t = \dot\alpha_t \hat x_0 + \dot\sigma_t \hat\varepsilon`
-    from ``grid[0]`` to ``grid[-1]``.
+    from ``grid[0]`` to ``grid[-1]``. Its steps land on the grid's times (torchdiffeq's
+    ``step_t``) instead of stepping past the end and interpolating back, so that the
+    network is never called outside the grid's interval.
 
     Where ``grid[-1]`` has :math:`\sigma = 0` (a :func:`karras_grid` ends at :math:`t = 0`,
     where the velocity of an ``x0``- or ``eps``-prediction is 0/0), the ODE is integrated to
@@ -1137,8 +1142,11 @@ def dopri5(pred: Prediction, x: Tensor, grid: Tensor, *, rtol: float = 1e-7,
         times = times[[0, -1]] if len(times) > 1 else times
     t_dtype = torch.float64 if x.dtype == torch.float64 else x.dtype
     if len(times) > 1:
-        states = odeint(f, x, times.to(device=x.device, dtype=t_dtype), rtol=rtol, atol=atol,
-                        method="dopri5")
+        tq = times.to(device=x.device, dtype=t_dtype)
+        # step_t: land on the output times instead of stepping past the end and
+        # interpolating back (the path may be undefined beyond it, e.g. t < 0)
+        states = odeint(f, x, tq, rtol=rtol, atol=atol, method="dopri5",
+                        options={"step_t": tq})
     else:
         states = x[None]
     y = states[-1]
@@ -1173,8 +1181,8 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     noised mixture (Tweedie). Computed in float64 with a log-sum-exp (softmax) over the
     components and the squared distances expanded into one matrix product, so that no
     ``(B, K, D)`` tensor is formed (about 13 ms per call for 2000 points and 1024
-    components on one thread of this book's CPU); returned in the input's dtype. A batch of several times
-    is handled one distinct time at a time (the samplers call it with one).
+    components on one thread of this book's CPU); returned in the input's dtype. A batch of
+    several times is handled one distinct time at a time (the samplers call it with one).
 
     Args:
         weights: :math:`w`, shape ``(K,)``, nonnegative with a positive sum (normalized
