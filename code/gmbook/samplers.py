@@ -829,6 +829,10 @@ def karras_grid(path: GaussianPath, steps: int, *, sigma_min: float = 0.002,
 
     Returns:
         The decreasing times, float64, shape ``(steps + 1,)``, ending at 0.
+
+    Example:
+        >>> karras_grid(VEPath(), 3, sigma_min=0.5, sigma_max=8.0, rho=1.0)
+        tensor([8.0000, 4.2500, 0.5000, 0.0000], dtype=torch.float64)
     """
     path = _check_path(path)
     steps = check_int("steps", steps)
@@ -1280,6 +1284,10 @@ def fit_order(nfe: Tensor | list[float], errors: Tensor | list[float]) -> float:
 
     Returns:
         :math:`p` as a float.
+
+    Example:
+        >>> fit_order([4, 8, 16], [1.0, 0.25, 0.0625])
+        2.0
     """
     n = torch.as_tensor(nfe, dtype=torch.float64).reshape(-1)
     e = torch.as_tensor(errors, dtype=torch.float64).reshape(-1)
