@@ -140,3 +140,12 @@ def test_run_parallel_rejects_bad_arguments(jobs, workers, error):
 
 def test_no_jobs_no_results():
     assert run_parallel([]) == []
+
+
+@forks
+def test_workers_run_in_static_mode(monkeypatch):
+    """No progress-bar widgets from a forked child (they would use the parent's sockets)."""
+    from gmbook.display import is_static
+    monkeypatch.delenv("GMBOOK_STATIC", raising=False)
+    assert run_parallel([is_static, is_static], workers=2) == [True, True]
+    assert not is_static()

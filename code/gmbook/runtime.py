@@ -39,6 +39,9 @@ time, and returns their results (models, tensors, anything picklable) in the ord
   else ``RuntimeError``) with the worker's traceback as its cause; the other workers are
   stopped. A worker that dies without an answer (killed, out of memory) raises
   ``RuntimeError`` with its exit code.
+* **Output.** Workers run in static mode (``GMBOOK_STATIC=1``: no progress bars, whose
+  widgets would write to the parent kernel's sockets); a job should return what it has to
+  show instead of printing it.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ def _run_job(job: Callable[[], Any]) -> Any:
 
 def _worker(job: Callable[[], Any], conn: Any) -> None:  # pragma: no cover - in a child
     torch.set_num_threads(1)  # before any work: the child never enters an OpenMP region
-    try:
+    os.environ["GMBOOK_STATIC"] = "1"  # no progress bars: a widget would write to the
+    try:  # parent's kernel sockets, which a forked child must leave alone
         payload = pickle.dumps((True, job()), protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
         text = traceback.format_exc()
