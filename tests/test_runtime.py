@@ -149,3 +149,9 @@ def test_workers_run_in_static_mode(monkeypatch):
     monkeypatch.delenv("GMBOOK_STATIC", raising=False)
     assert run_parallel([is_static, is_static], workers=2) == [True, True]
     assert not is_static()
+
+
+def test_sequential_once_cuda_is_initialised(monkeypatch):
+    """A forked child cannot use CUDA: the jobs then run in the parent."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert run_parallel([os.getpid, os.getpid], workers=2) == [os.getpid()] * 2

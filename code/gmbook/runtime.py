@@ -27,14 +27,16 @@ time, and returns their results (models, tensors, anything picklable) in the ord
   and runs on one intra-op thread, so the parallel results are bitwise those of the
   sequential run. Jobs that draw random numbers must therefore own them: a seeded
   ``torch.Generator``, ``fit(..., seed=s)``, or a model built before the call.
-* **Where it forks.** Only on Linux (``fork`` start method: the job need not be picklable,
-  closures and lambdas work); with one usable core; on macOS/Windows (``spawn``); or with
-  ``GMBOOK_JOBS=1`` the jobs run one after the other in the parent, with the same results.
-  ``GMBOOK_JOBS=k`` caps the workers at ``k``.
-* **Fork safety.** The parent may have used several intra-op threads (OpenMP) before: a
-  worker sets one thread before any work and never enters a parallel region, the recipe of
-  PyTorch's ``DataLoader`` workers (GNU OpenMP is not fork-safe otherwise). Do not raise the
-  thread count inside a job.
+* **Where it forks.** Workers are forked only on Linux (the ``fork`` start method, so a
+  job need not be picklable: closures and lambdas work). With one usable core, on macOS and
+  Windows (whose default is ``spawn``), once this process has initialised CUDA (a forked
+  child cannot use it), or with ``GMBOOK_JOBS=1``, the jobs run one after the other in this
+  process, with the same results. ``GMBOOK_JOBS=k`` caps the workers at ``k``.
+* **Fork safety.** The parent may have run multi-threaded (OpenMP) work before: a worker
+  sets one thread before any work, so it never enters an OpenMP parallel region, the recipe
+  of PyTorch's ``DataLoader`` workers. Measured with this book's PyTorch build (GNU OpenMP):
+  a forked child that goes back to two threads after the parent used two hangs in its
+  first parallel operation; on one thread it runs. Do not raise the thread count in a job.
 * **Errors.** An exception in a job is raised in the parent (the same type when it pickles,
   else ``RuntimeError``) with the worker's traceback as its cause; the other workers are
   stopped. A worker that dies without an answer (killed, out of memory) raises
@@ -198,8 +200,8 @@ def run_parallel(jobs: Sequence[Callable[[], Any]], *, workers: int | None = Non
             raise TypeError(f"jobs[{k}] must be callable, got {describe(job)}")
     workers = job_slots() if workers is None else check_int("workers", workers)
     workers = min(workers, len(jobs))
-    if workers <= 1 or not _can_fork():
-        return [_run_job(job) for job in jobs]
+    if workers <= 1 or not _can_fork() or torch.cuda.is_initialized():
+        return [_run_job(job) for job in jobs]  # (a forked child cannot use CUDA)
 
     import multiprocessing
     from multiprocessing.connection import wait
