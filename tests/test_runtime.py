@@ -155,3 +155,18 @@ def test_sequential_once_cuda_is_initialised(monkeypatch):
     """A forked child cannot use CUDA: the jobs then run in the parent."""
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert run_parallel([os.getpid, os.getpid], workers=2) == [os.getpid()] * 2
+
+
+@forks
+def test_threads_keeps_one_thread_inside_a_worker():
+    """A forked child on two threads after the parent used two hangs (GNU OpenMP)."""
+    with runtime.threads():
+        a = torch.randn(600, 600)
+        (a @ a).sum().item()
+
+    def job():
+        with runtime.threads() as n:
+            b = torch.randn(600, 600)
+            return n, torch.get_num_threads(), (b @ b).sum().item()
+    (n, got, _), = run_parallel([job, job], workers=2)[:1]
+    assert n == got == 1

@@ -36,7 +36,8 @@ time, and returns their results (models, tensors, anything picklable) in the ord
   sets one thread before any work, so it never enters an OpenMP parallel region, the recipe
   of PyTorch's ``DataLoader`` workers. Measured with this book's PyTorch build (GNU OpenMP):
   a forked child that goes back to two threads after the parent used two hangs in its
-  first parallel operation; on one thread it runs. Do not raise the thread count in a job.
+  first parallel operation; on one thread it runs. So inside a worker :func:`threads` keeps
+  one thread whatever it is asked; do not call ``torch.set_num_threads`` in a job.
 * **Errors.** An exception in a job is raised in the parent (the same type when it pickles,
   else ``RuntimeError``) with the worker's traceback as its cause; the other workers are
   stopped. A worker that dies without an answer (killed, out of memory) raises
@@ -63,12 +64,17 @@ from gmbook._checks import check_int, describe
 __all__ = ["job_slots", "measure", "run_parallel", "threads"]
 
 
+_IN_WORKER = False  # True in a worker forked by run_parallel
+
+
 @contextmanager
 def threads(n: int | None = None) -> Iterator[int]:
     """Run the ``with`` block on ``n`` intra-op threads (default: every core), then restore.
 
     Args:
-        n: the number of threads, at least 1; ``None`` for ``os.cpu_count()``.
+        n: the number of threads, at least 1; ``None`` for ``os.cpu_count()``. Inside a
+            worker of :func:`run_parallel` it is always 1 (a forked worker on more threads
+            can hang).
 
     Yields:
         The number of threads in effect inside the block.
@@ -82,6 +88,8 @@ def threads(n: int | None = None) -> Iterator[int]:
         True
     """
     n = (os.cpu_count() or 1) if n is None else check_int("n", n, minimum=1)
+    if _IN_WORKER:
+        n = 1  # a forked worker must not go back to several threads (see run_parallel)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -141,7 +149,9 @@ def _run_job(job: Callable[[], Any]) -> Any:
 
 
 def _worker(job: Callable[[], Any], conn: Any) -> None:  # pragma: no cover - in a child
+    global _IN_WORKER
     torch.set_num_threads(1)  # before any work: the child never enters an OpenMP region
+    _IN_WORKER = True  # and threads() keeps it there
     os.environ["GMBOOK_STATIC"] = "1"  # no progress bars: a widget would write to the
     try:  # parent's kernel sockets, which a forked child must leave alone
         payload = pickle.dumps((True, job()), protocol=pickle.HIGHEST_PROTOCOL)
