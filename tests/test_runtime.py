@@ -170,3 +170,15 @@ def test_threads_keeps_one_thread_inside_a_worker():
             return n, torch.get_num_threads(), (b @ b).sum().item()
     (n, got, _), = run_parallel([job, job], workers=2)[:1]
     assert n == got == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_result_keeps_its_shared_references(workers):
+    """An EMA returned with its model still averages that model (pickled together)."""
+    from gmbook.train import EMA
+
+    def job():
+        net = torch.nn.Linear(2, 2)
+        return net, EMA(net, decay=0.5)
+    net, ema = run_parallel([job, job], workers=workers)[0]
+    assert ema.model is net

@@ -27,6 +27,10 @@ time, and returns their results (models, tensors, anything picklable) in the ord
   and runs on one intra-op thread, so the parallel results are bitwise those of the
   sequential run. Jobs that draw random numbers must therefore own them: a seeded
   ``torch.Generator``, ``fit(..., seed=s)``, or a model built before the call.
+* **Only results come back.** A job's side effects (a model trained in place, a generator
+  advanced) stay in its worker: return everything the caller needs, e.g. the trained model,
+  and use the returned object (in a worker it is a copy, unpickled in the parent; shared
+  references within one result, such as an EMA and its model, stay shared).
 * **Where it forks.** Workers are forked only on Linux (the ``fork`` start method, so a
   job need not be picklable: closures and lambdas work). With one usable core, on macOS and
   Windows (whose default is ``spawn``), once this process has initialised CUDA (a forked
