@@ -7,7 +7,8 @@ folder with ``GMBOOK_STATIC=1``, like the build; a cell error stops it with the 
 at; ``--cells`` prints the slowest cells.
 
 Besides wall-clock seconds it reports the kernel's CPU seconds (user + system, all threads,
-read from ``/proc`` on Linux), per cell and in total: on a machine shared with other work the
+read from ``/proc`` on Linux, the forked workers of ``gmbook.runtime.run_parallel``
+included), per cell and in total: on a machine shared with other work the
 wall clock inflates with the load while the CPU time of a one-thread cell barely moves, so
 CPU seconds are the measure to compare two versions of a chapter on a busy machine (a cell on
 two threads counts both).
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pid = client.km.provisioner.process.pid
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            # utime + stime, plus cutime + cstime: the workers gmbook.runtime.run_parallel
+            # forks count once they are reaped (within the cell that ran them)
+            ticks = sum(int(fields[k]) for k in (11, 12, 13, 14))
+            return ticks / os.sysconf("SC_CLK_TCK")
         except (AttributeError, OSError, ValueError, IndexError):
             return float("nan")
 
