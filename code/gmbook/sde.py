@@ -15,7 +15,7 @@ The module holds
   (:class:`gmbook.samplers.VEPath`), with the book's verbs: ``loss`` (EDM's weighted
   denoising loss with log-normal noise levels, eq. ``eq-sde-edm-loss``), ``sample`` (any
   sampler of :mod:`gmbook.samplers` on the model's :meth:`EDM.prediction`, by default
-  Heun's method on EDM's time grid) and ``log_prob`` (the probability-flow ODE, eq.
+  DPM-Solver++(2M) on EDM's time grid) and ``log_prob`` (the probability-flow ODE, eq.
   ``eq-sde-pf-ode``, with the instantaneous change of variables, eq.
   ``eq-sde-change-of-variables``, and an exact divergence). The reverse-time SDE (eq.
   ``eq-sde-reverse``) is run by :func:`gmbook.samplers.euler_maruyama` and
@@ -179,7 +179,7 @@ class EDM(nn.Module):
     :math:`\sigma_{\max}` to 0 with a sampler of :mod:`gmbook.samplers`, from
     :math:`x \sim \mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)`, the Gaussian with the
     covariance of the marginal at :math:`\sigma_{\max}` (EDM uses :math:`\sigma_{\max}^2`
-    alone, which shrinks the samples slightly when :math:`\sigma_{\max}` is small).
+    alone, which shrinks the samples when :math:`\sigma_{\max}` is small, as it is here).
 
     Args:
         net: the network :math:`F_\theta`, called as ``net(x, c_noise)`` with ``x``
@@ -189,7 +189,8 @@ class EDM(nn.Module):
         shape: the shape ``D`` of one data point.
         sigma_data: :math:`\sigma_d`, the data's standard deviation per coordinate.
         p_mean, p_std: the log-normal training distribution of :math:`\sigma`.
-        sigma_min, sigma_max: the range of noise levels of sampling (and of ``log_prob``).
+        sigma_min, sigma_max: the ends of the default sampling grid (:meth:`grid`);
+            :meth:`log_prob` integrates up to ``sigma_max`` too.
         rho: the exponent of EDM's time grid (:func:`gmbook.samplers.karras_grid`).
         precondition: use EDM's preconditioning (else :math:`D_\theta = F_\theta`).
 
@@ -203,7 +204,7 @@ class EDM(nn.Module):
 
     def __init__(self, net: nn.Module, *, shape: tuple[int, ...] = (2,),
                  sigma_data: float = 1.0, p_mean: float = -1.2, p_std: float = 1.2,
-                 sigma_min: float = 0.002, sigma_max: float = 5.0, rho: float = 3.0,
+                 sigma_min: float = 0.02, sigma_max: float = 3.0, rho: float = 7.0,
                  precondition: bool = True) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
