@@ -179,7 +179,8 @@ class EDM(nn.Module):
     :math:`\sigma_{\max}` to 0 with a sampler of :mod:`gmbook.samplers`, from
     :math:`x \sim \mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)`, the Gaussian with the
     covariance of the marginal at :math:`\sigma_{\max}` (EDM uses :math:`\sigma_{\max}^2`
-    alone, which shrinks the samples when :math:`\sigma_{\max}` is small, as it is here).
+    alone, a slightly too narrow start when :math:`\sigma_{\max}` is small; on the two
+    moons with :math:`\sigma_{\max} = 3` the scorecard cannot tell the two apart).
 
     Args:
         net: the network :math:`F_\theta`, called as ``net(x, c_noise)`` with ``x``
