@@ -400,10 +400,10 @@ class EDM(nn.Module):
 
         Args:
             x: points, shape ``(B, *D)``.
-            sigma_min: the noise level the density is taken at; smaller than the sampling
-                grid's :math:`\sigma_{\min}`, which a few-step sampler wants large while the
-                density of the convolved data moves away from the data's (on the two moons,
-                by about 0.05 nats of entropy at :math:`\sigma = 0.02`).
+            sigma_min: the noise level the density is taken at, by default smaller than
+                the sampling grid's :math:`\sigma_{\min}`: a few-step sampler wants that one
+                large, while the density of the noised data moves away from the data's as
+                it grows.
             rtol, atol: tolerances of ``dopri5``.
 
         Returns:
