@@ -182,6 +182,17 @@ class EDM(nn.Module):
     alone, a slightly too narrow start when :math:`\sigma_{\max}` is small; on the two
     moons with :math:`\sigma_{\max} = 3` the scorecard cannot tell the two apart).
 
+    The defaults are the recipe calibrated on the standardized two moons
+    (``sigma_data = 1``): EDM's own log-normal training levels (:math:`P_{\mathrm{mean}} =
+    -1.2`, :math:`P_{\mathrm{std}} = 1.2`; other choices made no difference the scorecard
+    could resolve) and, for sampling, a grid far shorter than the image models' (their
+    :math:`\sigma_{\max} = 80` wastes most steps where the moons' marginal is already
+    Gaussian, and :math:`\sigma_{\min} = 0.002` a step where the data are already
+    clean): :math:`\sigma_{\max} = 3`, :math:`\sigma_{\min} = 0.02`, :math:`\rho = 7`,
+    run by DPM-Solver++(2M) with 10 network calls. At 5 calls, ``grid(5, sigma_min=0.1,
+    rho=5)`` is better in W2, at the price of moons that are slightly too thin (the last
+    step is the denoiser at :math:`\sigma = 0.1`).
+
     Args:
         net: the network :math:`F_\theta`, called as ``net(x, c_noise)`` with ``x``
             ``(B, prod D)`` (flattened) and ``c_noise`` of shape ``(B,)`` or 0-dim (one
