@@ -20,7 +20,8 @@ __all__: list[str] = []
 class _HalfLogSNRPath(GaussianPath):
     r"""The variance-preserving path with time :math:`t = -\lambda`, :math:`\lambda =
     \log(\alpha / \sigma)`: :math:`\alpha^2 = \mathrm{sigmoid}(2\lambda)`, :math:`\sigma^2 =
-    \mathrm{sigmoid}(-2\lambda)`. Only ``alpha`` and ``sigma`` are needed by DDIM."""
+    \mathrm{sigmoid}(-2\lambda)`, so :math:`\dot\alpha = -\alpha\sigma^2` and
+    :math:`\dot\sigma = \sigma\alpha^2`."""
 
     t_min, t_max = -math.inf, math.inf
 
@@ -31,6 +32,12 @@ class _HalfLogSNRPath(GaussianPath):
     def sigma(self, t):
         t = self._check_t(t)
         return torch.sigmoid(2 * t.double()).sqrt().to(t.dtype)
+
+    def d_alpha(self, t):
+        return -self.alpha(t) * self.sigma(t) ** 2
+
+    def d_sigma(self, t):
+        return self.sigma(t) * self.alpha(t) ** 2
 
 
 def _ddim_exp_step(x_t: Tensor, x0_hat: Tensor, lam_t: float, lam_s: float) -> Tensor:
