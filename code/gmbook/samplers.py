@@ -31,6 +31,14 @@ the package's one Langevin step, :func:`gmbook.mcmc.langevin_step`. The DDPM
 (:meth:`gmbook.ddpm.DDPM.prediction`), the score model (:meth:`gmbook.score.NCSN.prediction`)
 and flow matching (:meth:`gmbook.flow_matching.FlowMatching.prediction`) expose their
 networks as a :class:`Prediction`, and their ``sample`` methods run these samplers.
+
+The chapter on diffusion SDEs adds the sub-VP path :class:`SubVPPath`; the time grids
+:func:`karras_grid` (EDM's, Karras et al., 2022) and :func:`log_snr_grid` (DPM-Solver's);
+the exponential integrators in log-SNR :func:`dpm_solver_2` (Lu et al., 2022) and
+:func:`dpm_solver_pp_2m` (Lu et al., 2022b), EDM's stochastic sampler :func:`heun_churn`
+and the adaptive reference :func:`dopri5`; the exact denoiser of a Gaussian mixture,
+:func:`mixture_prediction` (for the two moons: exact scores, so that a sampler's error is
+its own), and :func:`fit_order`, the measured order of convergence.
 """
 
 from __future__ import annotations
@@ -468,10 +476,11 @@ def ddim(pred: Prediction, x: Tensor, grid: Tensor, *, eta: float = 0.0,
         {\alpha_s^2} \sigma_s^2\Big),
 
     from time :math:`t` to :math:`s < t`, with :math:`z \sim \mathcal N(0, I)`.
-    ``eta = 0`` is the deterministic sampler (the first-order exponential integrator of the
-    probability-flow ODE); ``eta = 1`` draws from the Gaussian posterior
-    :math:`q(x_s \mid x_t, x_0 = \hat x_0)`, i.e. ancestral sampling. One network call per
-    step.
+    ``eta = 0`` is the deterministic sampler, the first-order exponential integrator of the
+    probability-flow ODE in log-SNR (the chapter's ``eq-sde-ddim-exp``; DPM-Solver-1 of Lu et
+    al., 2022), exact when :math:`\hat x_0` is constant along the solution; ``eta = 1``
+    draws from the Gaussian posterior :math:`q(x_s \mid x_t, x_0 = \hat x_0)`, i.e.
+    ancestral sampling. One network call per step.
 
     Args:
         eta: the noise scale in :math:`[0, 1]`.
@@ -725,7 +734,7 @@ def midpoint(pred: Prediction, x: Tensor, grid: Tensor, *,
 
 
 class SubVPPath(GaussianPath):
-    r"""The sub-variance-preserving path of Song et al. (2021, eq. 29): :math:`\alpha_t` as
+    r"""The sub-variance-preserving path of Song et al. (2021, Sec. 3.4): :math:`\alpha_t` as
     in :class:`VPPath` and :math:`\sigma_t = 1 - \alpha_t^2`, so that the forward SDE
     :math:`\mathrm d x = -\tfrac12 \beta(t) x\, \mathrm d t + \sqrt{\beta(t)(1 -
     e^{-2\int_0^t \beta})}\, \mathrm d W` has variance :math:`\sigma_t^2 \le 1 -
@@ -820,6 +829,10 @@ def karras_grid(path: GaussianPath, steps: int, *, sigma_min: float = 0.002,
 
     Returns:
         The decreasing times, float64, shape ``(steps + 1,)``, ending at 0.
+
+    Example:
+        >>> karras_grid(VEPath(), 3, sigma_min=0.5, sigma_max=8.0, rho=1.0)
+        tensor([8.0000, 4.2500, 0.5000, 0.0000], dtype=torch.float64)
     """
     path = _check_path(path)
     steps = check_int("steps", steps)
@@ -849,14 +862,17 @@ def _half_log_snr(path: GaussianPath, t: Tensor) -> Tensor:
 
 
 def _time_of_log_snr(path: GaussianPath, lam: Tensor) -> Tensor:
-    """Times where :func:`_half_log_snr` equals ``lam`` (it decreases in t), float64."""
+    r"""Times where :func:`_half_log_snr` equals ``lam`` (it decreases in t), float64:
+    :math:`t = e^{-\lambda}` on a :class:`VEPath`, else by bisection."""
+    if isinstance(path, VEPath):
+        return (-torch.as_tensor(lam, dtype=torch.float64)).exp()
     return _invert(lambda t: -_half_log_snr(path, t), -torch.as_tensor(lam, dtype=torch.float64),
                    path.t_min, path.t_max)
 
 
 def log_snr_grid(path: GaussianPath, steps: int, *, t_max: float | None = None,
                  t_min: float = 1e-3) -> Tensor:
-    r"""DPM-Solver's time grid (Lu et al., 2022, Sec. 3.3, "uniform logSNR"): times whose
+    r"""DPM-Solver's time grid (Lu et al., 2022; "uniform logSNR" steps): times whose
     log-SNR :math:`\lambda_t = \log(\alpha_t^2 / \sigma_t^2)` (:meth:`GaussianPath.log_snr`)
     is evenly spaced from :math:`\lambda_{t_{\max}}` to :math:`\lambda_{t_{\min}}`.
 
@@ -917,13 +933,18 @@ def dpm_solver_2(pred: Prediction, x: Tensor, grid: Tensor, *, r: float = 0.5,
         - \hat\varepsilon(x, t)\big),
 
     a second-order exponential integrator of the probability-flow ODE written in
-    :math:`\lambda` (the linear part :math:`\tfrac{\alpha_{t'}}{\alpha_t} x` is exact, and
-    :math:`\hat\varepsilon` is taken linear in :math:`\lambda` over the step, through its
-    values at :math:`\lambda_t` and :math:`\lambda_t + r h`). It is exact when
-    :math:`\hat\varepsilon` along the solution is linear in :math:`\lambda` (the tests check
-    it). The intermediate time :math:`s` is found by bisection (float64). A step that ends
-    at :math:`\sigma_{t'} = 0` (:math:`h = \infty`) is the first-order limit
-    :math:`x' = \alpha_{t'} \hat x_0(x, t)` (one call), as in :func:`heun`.
+    :math:`\lambda`, whose exact solution is :math:`x_{t'} = \frac{\alpha_{t'}}{\alpha_t} x_t
+    - \alpha_{t'} \int_{\lambda_t}^{\lambda_{t'}} e^{-\lambda} \hat\varepsilon\,
+    \mathrm d\lambda` (Lu et al., 2022, Sec. 3): the linear part is exact, and the
+    first two terms are DDIM's step (:func:`ddim`, the chapter's ``eq-sde-ddim-exp``). So the
+    step is exact when :math:`\hat\varepsilon` is constant along the solution (e.g. a
+    constant :math:`\hat x_0`), but not when it is linear in :math:`\lambda`: the weight
+    :math:`(e^h - 1)/2` of the slope term stands for the exact :math:`(e^h - 1 - h)/h`, an
+    :math:`O(h^3)` local error, hence order 2 (the tests check both). The intermediate time
+    :math:`s` is found by bisection (float64; :math:`t = e^{-\lambda}` on a
+    :class:`VEPath`). A step that ends at :math:`\sigma_{t'} = 0` (:math:`h = \infty`) is
+    the first-order limit :math:`x' = \alpha_{t'} \hat x_0(x, t)` (one call), as in
+    :func:`heun`.
 
     Args:
         pred: the model's prediction.
@@ -973,9 +994,9 @@ def dpm_solver_2(pred: Prediction, x: Tensor, grid: Tensor, *, r: float = 0.5,
 def dpm_solver_pp_2m(pred: Prediction, x: Tensor, grid: Tensor, *,
                      generator: torch.Generator | None = None,
                      return_path: bool = False) -> SamplePath:
-    r"""Multistep DPM-Solver++(2M) (Lu et al., 2022b, Algorithm 2, the data-prediction form):
-    with :math:`\lambda_t = \log(\alpha_t / \sigma_t)`, the step from :math:`t_{k}` to
-    :math:`t_{k+1}` is
+    r"""Multistep DPM-Solver++(2M) (Lu et al., 2022b, Algorithm 2, the data-prediction form;
+    the chapter's ``eq-sde-dpmpp2m``): with :math:`\lambda_t = \log(\alpha_t / \sigma_t)`,
+    the step from :math:`t_{k}` to :math:`t_{k+1}` is
 
     .. math::
 
@@ -1099,7 +1120,9 @@ def dopri5(pred: Prediction, x: Tensor, grid: Tensor, *, rtol: float = 1e-7,
     r"""The reference solution: the adaptive Dormand-Prince method (order 5 with an embedded
     order-4 error estimate; ``torchdiffeq``) on the probability-flow ODE
     :math:`\mathrm d x / \mathrm d t = \dot\alpha_t \hat x_0 + \dot\sigma_t \hat\varepsilon`
-    from ``grid[0]`` to ``grid[-1]``.
+    from ``grid[0]`` to ``grid[-1]``. Its steps land on the grid's times (torchdiffeq's
+    ``step_t``) instead of stepping past the end and interpolating back, so that the
+    network is never called outside the grid's interval.
 
     Where ``grid[-1]`` has :math:`\sigma = 0` (a :func:`karras_grid` ends at :math:`t = 0`,
     where the velocity of an ``x0``- or ``eps``-prediction is 0/0), the ODE is integrated to
@@ -1137,8 +1160,11 @@ def dopri5(pred: Prediction, x: Tensor, grid: Tensor, *, rtol: float = 1e-7,
         times = times[[0, -1]] if len(times) > 1 else times
     t_dtype = torch.float64 if x.dtype == torch.float64 else x.dtype
     if len(times) > 1:
-        states = odeint(f, x, times.to(device=x.device, dtype=t_dtype), rtol=rtol, atol=atol,
-                        method="dopri5")
+        tq = times.to(device=x.device, dtype=t_dtype)
+        # step_t: land on the output times instead of stepping past the end and
+        # interpolating back (the path may be undefined beyond it, e.g. t < 0)
+        states = odeint(f, x, tq, rtol=rtol, atol=atol, method="dopri5",
+                        options={"step_t": tq})
     else:
         states = x[None]
     y = states[-1]
@@ -1169,12 +1195,13 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
         \Big]\Big),
 
     the diagonal case of :func:`gmbook.score.mixture_posterior_mean` (which the tests
-    compare with); its score :math:`-\hat\varepsilon / \sigma` is the exact score of the
-    noised mixture (Tweedie). Computed in float64 with a log-sum-exp (softmax) over the
-    components and the squared distances expanded into one matrix product, so that no
-    ``(B, K, D)`` tensor is formed (about 13 ms per call for 2000 points and 1024
-    components on one thread of this book's CPU); returned in the input's dtype. A batch of several times
-    is handled one distinct time at a time (the samplers call it with one).
+    compare with); its score :math:`-\hat\varepsilon / \sigma` is the exact score
+    ``eq-sm-mixture-score`` of the noised mixture (Tweedie, ``eq-sm-tweedie``). Computed
+    in float64 with a log-sum-exp (softmax) over the components and the squared distances
+    expanded into one matrix product, so that no ``(B, K, D)`` tensor is formed (about
+    13 ms per call for 2000 points and 1024 components on one thread of this book's CPU);
+    returned in the input's dtype. A batch of several times is handled one distinct time
+    at a time (the samplers call it with one).
 
     Args:
         weights: :math:`w`, shape ``(K,)``, nonnegative with a positive sum (normalized
@@ -1257,6 +1284,10 @@ def fit_order(nfe: Tensor | list[float], errors: Tensor | list[float]) -> float:
 
     Returns:
         :math:`p` as a float.
+
+    Example:
+        >>> fit_order([4, 8, 16], [1.0, 0.25, 0.0625])
+        2.0
     """
     n = torch.as_tensor(nfe, dtype=torch.float64).reshape(-1)
     e = torch.as_tensor(errors, dtype=torch.float64).reshape(-1)

@@ -46,6 +46,11 @@ from gmbook.score import divergence
 
 __all__ = ["EDM", "edm_coefficients", "forward_sde"]
 
+_LIMIT_STEP = 1e-12
+"""Where :meth:`gmbook.samplers.GaussianPath.diffusion2` is :math:`0 \\cdot \\infty` (at a
+time with :math:`\\sigma_t = 0`), :func:`forward_sde` takes its limit from the right,
+evaluated this far (relative to ``t_max``) to the right."""
+
 
 # --------------------------------------------------------------------------- forward SDE
 
@@ -74,7 +79,9 @@ def forward_sde(path: samplers.GaussianPath) -> tuple[Callable[[Tensor, Tensor],
         ``(drift, diffusion)``, both called as ``fn(x, t)`` with ``x`` ``(B, *D)`` and
         ``t`` a 0-dim tensor, as :func:`gmbook.stochastic.integrate_sde` calls them: the
         drift :math:`f_t x` of shape ``(B, *D)`` and the diffusion coefficient
-        :math:`g_t` as a 0-dim tensor (the same for every coordinate).
+        :math:`g_t` as a 0-dim tensor (the same for every coordinate). At a time where
+        :math:`\sigma_t = 0` (the start of a VP path), where the formula is
+        :math:`0 \cdot \infty` in floating point, :math:`g_t` is its limit from the right.
 
     Example:
         >>> drift, g = forward_sde(samplers.VEPath())
@@ -91,7 +98,10 @@ def forward_sde(path: samplers.GaussianPath) -> tuple[Callable[[Tensor, Tensor],
 
     def diffusion(x: Tensor, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
-        return path.diffusion2(t).clamp_min(0).sqrt().to(x)
+        g2 = path.diffusion2(t)
+        if not bool(torch.isfinite(g2).all()):  # 0 * inf where sigma_t = 0: the limit
+            g2 = path.diffusion2(t + _LIMIT_STEP * max(1.0, path.t_max))
+        return g2.clamp_min(0).sqrt().to(x)
 
     return drift, diffusion
 
