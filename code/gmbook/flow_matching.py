@@ -703,7 +703,7 @@ class FlowMatching(nn.Module):
             sampler = solver
         else:
             _check_choice("solver", solver, SOLVERS)
-            sampler = getattr(samplers, solver, None)
+            sampler = None if solver == "dopri5" else getattr(samplers, solver)  # own dopri5
         p = next(self.parameters())
         if x0 is None:
             x0 = _randn((n, *self.shape), device=p.device, dtype=p.dtype, generator=generator)

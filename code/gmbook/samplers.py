@@ -1199,7 +1199,8 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     ``eq-sm-mixture-score`` of the noised mixture (Tweedie, ``eq-sm-tweedie``). Computed
     in float64 with a log-sum-exp (softmax) over the components and the squared distances
     expanded into one matrix product, so that no ``(B, K, D)`` tensor is formed (about
-    13 ms per call for 2000 points and 1024 components on one thread of this book's CPU);
+    13 ms of CPU per call for 2000 points and 1024 components on one thread of this book's
+    CPU under load, less when it is idle; a second thread does not help);
     returned in the input's dtype. A batch of several times is handled one distinct time
     at a time (the samplers call it with one).
 
@@ -1249,9 +1250,13 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
         # [x^2, x, 1] @ [-ic / 2; a mu ic; const]: (B, 2D + 1) @ (2D + 1, K) -> (B, K)
         feats = torch.cat([x * x, x, x.new_ones(x.shape[0], 1)], 1)
         coef = torch.cat([-0.5 * ic.T, a * (mu * ic).T, const[None]], 0)
-        r = torch.softmax(feats @ coef, dim=1)                 # (B, K)
-        both = r @ torch.cat([mu - a * g * mu, g], 1)          # (B, 2D)
-        return both[:, :d] + x * both[:, d:]                   # (B, D)
+        logits = feats @ coef                                  # (B, K)
+        # the softmax in place, normalized after the product: exp(logits - max) weighs
+        # [mu - a g mu, g, 1], whose last column is the normalizer (log-sum-exp stable)
+        r = logits.sub_(logits.amax(1, keepdim=True)).exp_()   # (B, K), unnormalized
+        ones = mu.new_ones(k, 1)
+        both = r @ torch.cat([mu - a * g * mu, g, ones], 1)    # (B, 2D + 1)
+        return (both[:, :d] + x * both[:, d:2 * d]) / both[:, 2 * d:]   # (B, D)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != d:
