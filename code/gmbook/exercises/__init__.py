@@ -155,6 +155,17 @@ Checkers of the chapter *Denoising diffusion probabilistic models*:
                         of shape ``(B, 1)``
 ======================  ================================================================
 
+Checkers of the chapter *Diffusion as stochastic differential equations*:
+
+====================  ==================================================================
+``ddim_exp_step``     ``fn(x_t, x0_hat, lam_t, lam_s) -> x_s``, one step of the
+                      first-order exponential integrator in half log-SNR (eq
+``edm_coefficients``  ``fn(sigma, sigma_data) -> (c_skip, c_out, c_in, c_noise)``, EDM's
+                      preconditioning coefficients (eq
+``karras_sigmas``     ``fn(steps, sigma_min, sigma_max, rho) -> sigmas``, the noise
+                      levels of EDM's time grid (eq
+====================  ==================================================================
+
 Checkers of the chapter *Flow matching and rectified flow*:
 
 =====================  =================================================================
@@ -242,6 +253,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     problem,
     sampling,
     score,
+    sde,
     stochastic,
     vae,
 )
@@ -295,7 +307,7 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "score", "ddpm", "flow_matching", "probability", "stochastic"]
+                  "score", "ddpm", "sde", "flow_matching", "probability", "stochastic"]
 
 __all__ = [
     "Case",
