@@ -177,15 +177,16 @@ class EDM(nn.Module):
     Samples integrate the probability-flow ODE :math:`\mathrm d x / \mathrm d\sigma =
     (x - D_\theta(x; \sigma)) / \sigma` (eq. ``eq-sde-pf-ode``) or a reverse SDE from
     :math:`\sigma_{\max}` to 0 with a sampler of :mod:`gmbook.samplers`, from
-    :math:`x \sim \mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)`, the Gaussian with the
-    covariance of the marginal at :math:`\sigma_{\max}` (EDM uses :math:`\sigma_{\max}^2`
-    alone, a slightly too narrow start when :math:`\sigma_{\max}` is small; on the two
-    moons with :math:`\sigma_{\max} = 3` the scorecard cannot tell the two apart).
+    :math:`x \sim \mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)`, the isotropic Gaussian
+    with the per-axis variance of the marginal at :math:`\sigma_{\max}` (EDM uses
+    :math:`\sigma_{\max}^2` alone, a slightly too narrow start when :math:`\sigma_{\max}` is
+    small; in the calibration runs on the two moons with :math:`\sigma_{\max} = 3` the
+    paired difference of the two starts was within its standard error).
 
     The defaults are the recipe calibrated on the standardized two moons
     (``sigma_data = 1``): EDM's own log-normal training levels (:math:`P_{\mathrm{mean}} =
-    -1.2`, :math:`P_{\mathrm{std}} = 1.2`; other choices made no difference the scorecard
-    could resolve) and, for sampling, a grid far shorter than the image models' (their
+    -1.2`, :math:`P_{\mathrm{std}} = 1.2`; the three other choices tried in the calibration
+    runs made no difference the scorecard could resolve) and, for sampling, a grid far shorter than the image models' (their
     :math:`\sigma_{\max} = 80` wastes most steps where the moons' marginal is already
     Gaussian, and :math:`\sigma_{\min} = 0.002` a step where the data are already
     clean): :math:`\sigma_{\max} = 3`, :math:`\sigma_{\min} = 0.02`, :math:`\rho = 7`,
