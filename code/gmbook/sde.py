@@ -63,9 +63,9 @@ def forward_sde(path: samplers.GaussianPath) -> tuple[Callable[[Tensor, Tensor],
 
         \mathrm d x = f_t\, x\, \mathrm d t + g_t\, \mathrm d W, \qquad
         f_t = \frac{\dot\alpha_t}{\alpha_t}, \qquad
-        g_t^2 = \frac{\mathrm d \sigma_t^2}{\mathrm d t} - 2 f_t \sigma_t^2 ,
+        g_t^2 = \frac{\mathrm d \sigma_t^2}{\mathrm d t} - 2 f_t \sigma_t^2
 
-        (:meth:`gmbook.samplers.GaussianPath.diffusion2`): started at :math:`x_0`, its
+    (:meth:`gmbook.samplers.GaussianPath.diffusion2`): started at :math:`x_0`, its
     law at time :math:`t` is :math:`\mathcal N(\alpha_t x_0, \sigma_t^2 I)`. For
     :class:`gmbook.samplers.VPPath` this is the variance-preserving SDE
     :math:`\mathrm d x = -\tfrac12 \beta(t) x\, \mathrm d t + \sqrt{\beta(t)}\, \mathrm d W`,
