@@ -388,6 +388,43 @@ def test_convergence_orders_on_the_two_moons_exact_denoiser(moons_orders, name, 
     assert abs(fit_order(nfe, err) - order) < 0.3, (name, nfe, err)
 
 
+@pytest.fixture(scope="module")
+def chapter_orders():
+    """The configuration of the SDE chapter's first experiment: VE path, EDM's grid with
+    sigma_max = 3, sigma_min = 0.02, rho = 7 and a final step to 0, 256 points from the prior
+    N(0, (sigma_max^2 + 1) I), the mean endpoint distance to a dopri5 reference (tolerance
+    1e-8), budgets 4..128 calls, the fit from the second budget on."""
+    path = VEPath(3.0)
+    pred = mixture_prediction(*MOONS, path)
+
+    def grid(steps):
+        return karras_grid(path, steps, sigma_min=0.02, sigma_max=3.0, rho=7.0)
+
+    x = math.sqrt(10.0) * torch.randn(256, 2, generator=torch.Generator().manual_seed(1),
+                                      dtype=F64)
+    ref = dopri5(pred, x, grid(2), rtol=1e-8, atol=1e-8).samples
+    out = {}
+    for sampler, per_step in ((ddim, 1), (heun, 2), (dpm_solver_2, 2), (dpm_solver_pp_2m, 1)):
+        nfe, err = [], []
+        for budget in (4, 8, 16, 32, 64, 128):
+            run = sampler(pred, x, grid(budget // per_step))
+            nfe.append(run.nfe)
+            err.append(float((run.samples - ref).norm(dim=1).mean()))
+        out[sampler.__name__] = (nfe[1:], err[1:])
+    return out
+
+
+@pytest.mark.parametrize(("name", "order"), [("ddim", 1), ("heun", 2), ("dpm_solver_2", 2),
+                                             ("dpm_solver_pp_2m", 2)])
+def test_convergence_orders_in_the_sde_chapters_configuration(chapter_orders, name, order):
+    """The orders the SDE chapter reports (fit_order of the mean endpoint error, VE path,
+    EDM's grid sigma in [0.02, 3], rho = 7, budgets 8..128) are within 0.3 of theory: 1 for
+    DDIM (= Euler on this path, eq-sde-ddim-exp), 2 for Heun, DPM-Solver-2 (eq-sde-dpm2) and
+    DPM-Solver++(2M) (eq-sde-dpmpp2m)."""
+    nfe, err = chapter_orders[name]
+    assert abs(fit_order(nfe, err) - order) < 0.3, (name, nfe, err)
+
+
 def _constant_x0(path, c=(0.7, -1.3)):
     value = torch.tensor(c, dtype=F64)
     return Prediction(lambda x, t: value.to(x.dtype).expand(x.shape[0], 2), "x0", path)
