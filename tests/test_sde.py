@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gmbook import samplers
+from gmbook._random import randn
 from gmbook.data import TwoMoons
 from gmbook.ddpm import alpha_bars, linear_betas
 from gmbook.nets import MLP
@@ -209,3 +210,28 @@ def test_bad_input_refused():
         model.sample(3, grid=torch.zeros(1, dtype=F64))
     with pytest.raises(ValueError, match="rows"):
         model.sample(3, grid=_geometric_grid(1.0, 0.01, 3), x=torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+@pytest.mark.parametrize("weighting", ["edm", "unit"])
+def test_edm_loss_is_the_weighted_denoising_error(precondition, weighting):
+    """eq-sde-edm-loss: EDM.loss is the mean of lambda(sigma) ||D(x0 + sigma eps; sigma) -
+    x0||^2 with lambda = c_out(sigma)^-2 (EDM's c_out) or 1, for the preconditioned and the
+    raw denoiser alike (prop-sde-edm-unit: with preconditioning and EDM's weight this is
+    ||F - target||^2); the levels and the noise are drawn again from the same seed."""
+    torch.manual_seed(0)
+    model = EDM(MLP(2, hidden=16, depth=2, time_dim=8), precondition=precondition,
+                weighting=weighting).double()
+    x0 = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    loss = model.loss(x0, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    z = randn((64,), like=x0, generator=g)
+    sigma = (model.p_mean + model.p_std * z).exp()
+    eps = randn(x0.shape, like=x0, generator=g)
+    with torch.no_grad():
+        d = model.denoise(x0 + sigma[:, None] * eps, sigma)
+    lam = edm_coefficients(sigma, 1.0)[1] ** -2 if weighting == "edm" else torch.ones(64)
+    expected = (lam[:, None] * (d - x0) ** 2).mean()
+    torch.testing.assert_close(loss.detach(), expected.to(loss.dtype), rtol=1e-10, atol=0)
+    # the weights differ by orders of magnitude across the levels: a wrong lambda fails
+    assert lam.max() / lam.min() > 10 or weighting == "unit"

@@ -172,7 +172,9 @@ class EDM(nn.Module):
     i.e. :math:`\| F_\theta(c_{\mathrm{in}} x; c_{\mathrm{noise}}) - (x_0 -
     c_{\mathrm{skip}} x) / c_{\mathrm{out}} \|^2`, averaged over the dimensions. Without
     ``precondition`` the network is the denoiser itself, :math:`D_\theta(x; \sigma) =
-    F_\theta(x; c_{\mathrm{noise}})`, with weight 1.
+    F_\theta(x; c_{\mathrm{noise}})`, with weight 1 unless ``weighting="edm"`` asks for
+    :math:`\lambda(\sigma) = c_{\mathrm{out}}(\sigma)^{-2}` (the two choices can then be
+    measured apart).
 
     Samples integrate the probability-flow ODE :math:`\mathrm d x / \mathrm d\sigma =
     (x - D_\theta(x; \sigma)) / \sigma` (eq. ``eq-sde-pf-ode``) or a reverse SDE from
@@ -206,6 +208,10 @@ class EDM(nn.Module):
             :meth:`log_prob` integrates up to ``sigma_max`` too.
         rho: the exponent of EDM's time grid (:func:`gmbook.samplers.karras_grid`).
         precondition: use EDM's preconditioning (else :math:`D_\theta = F_\theta`).
+        weighting: the loss weight :math:`\lambda(\sigma)`: ``"edm"`` for
+            :math:`c_{\mathrm{out}}(\sigma)^{-2}` (with :func:`edm_coefficients`' own
+            :math:`c_{\mathrm{out}}`, preconditioned or not), ``"unit"`` for 1; ``None``
+            (default) for ``"edm"`` with preconditioning and ``"unit"`` without.
 
     Example:
         >>> model = EDM(MLP(2, hidden=16, time_dim=8))
@@ -218,7 +224,7 @@ class EDM(nn.Module):
     def __init__(self, net: nn.Module, *, shape: tuple[int, ...] = (2,),
                  sigma_data: float = 1.0, p_mean: float = -1.2, p_std: float = 1.2,
                  sigma_min: float = 0.02, sigma_max: float = 3.0, rho: float = 7.0,
-                 precondition: bool = True) -> None:
+                 precondition: bool = True, weighting: str | None = None) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"EDM: net must be an nn.Module, got {describe(net)}")
@@ -238,12 +244,17 @@ class EDM(nn.Module):
         if not isinstance(precondition, bool):
             raise TypeError(f"precondition must be a bool, got {describe(precondition)}")
         self.precondition = precondition
+        if weighting is None:
+            weighting = "edm" if precondition else "unit"
+        if weighting not in ("edm", "unit"):
+            raise ValueError(f"weighting must be 'edm', 'unit' or None, got {weighting!r}")
+        self.weighting = weighting
 
     def extra_repr(self) -> str:
         return (f"shape={self.shape}, sigma_data={self.sigma_data:g}, p_mean={self.p_mean:g}, "
                 f"p_std={self.p_std:g}, sigma_min={self.sigma_min:g}, "
                 f"sigma_max={self.sigma_max:g}, rho={self.rho:g}, "
-                f"precondition={self.precondition}")
+                f"precondition={self.precondition}, weighting={self.weighting!r}")
 
     def _check_batch(self, x: object, name: str = "x") -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -303,7 +314,14 @@ class EDM(nn.Module):
                                         for c in self._coefficients(sigma))
         f = self.net((c_in * x_noisy).flatten(1), c_noise.flatten()).view_as(x)
         target = (x - c_skip * x_noisy) / c_out  # unit variance with preconditioning
-        return ((f - target) ** 2).mean()
+        # ||F - target||^2 = ||D - x0||^2 / c_out^2: the weight c_out^-2 of EDM when the
+        # preconditioning's own c_out is EDM's; otherwise reweight to the asked lambda
+        err = (f - target) ** 2
+        edm_weight = self.weighting == "edm"
+        if edm_weight != self.precondition:
+            c_edm = append_dims(edm_coefficients(sigma, self.sigma_data)[1], x.ndim)
+            err = err * (c_out / c_edm) ** 2 if edm_weight else err * c_out**2
+        return err.mean()
 
     def path(self) -> samplers.VEPath:
         r"""The variance-exploding path :math:`\sigma_t = t` on :math:`[0, \sigma_{\max}]`."""
