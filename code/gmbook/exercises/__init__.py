@@ -159,11 +159,23 @@ Checkers of the chapter *Diffusion as stochastic differential equations*:
 
 ====================  ==================================================================
 ``ddim_exp_step``     ``fn(x_t, x0_hat, lam_t, lam_s) -> x_s``, one step of the
-                      first-order exponential integrator in half log-SNR (eq
+                      first-order exponential integrator in half log-SNR (eq.
+                      ``eq-sde-ddim-exp``) from :math:`\lambda_t` to :math:`\lambda_s >
+                      \lambda_t` on the variance-preserving path, ``x_t`` and ``x0_hat``
+                      of shape ``(B, D)``: the package's DDIM step
+                      (:func:`gmbook.samplers.ddim` with ``eta = 0``) with :math:`\hat
+                      x_0` held fixed
 ``edm_coefficients``  ``fn(sigma, sigma_data) -> (c_skip, c_out, c_in, c_noise)``, EDM's
-                      preconditioning coefficients (eq
+                      preconditioning coefficients (eq. ``eq-sde-edm-precond``) at noise
+                      levels ``sigma`` ``(B,)`` for data of standard deviation
+                      ``sigma_data``: ``(c_skip, c_out, c_in, c_noise)``, each of the
+                      shape of ``sigma`` (:func:`gmbook.sde.edm_coefficients`)
 ``karras_sigmas``     ``fn(steps, sigma_min, sigma_max, rho) -> sigmas``, the noise
-                      levels of EDM's time grid (eq
+                      levels of EDM's time grid (eq. ``eq-sde-karras-grid``), ``steps``
+                      levels from ``sigma_max`` down to ``sigma_min``, uniform in
+                      :math:`\sigma^{1/\rho}`, then a final 0: float64, shape ``(steps +
+                      1,)`` (:func:`gmbook.samplers.karras_grid` on the path
+                      :math:`\sigma_t = t`)
 ====================  ==================================================================
 
 Checkers of the chapter *Flow matching and rectified flow*:
