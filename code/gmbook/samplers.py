@@ -1189,10 +1189,10 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
 
     .. math::
 
-        \mathbb E[x_0 \mid x] = \sum_k r_k(x) \Big(\mu_k + \frac{\alpha v_k}{c_k}
-        (x - \alpha \mu_k)\Big), \qquad r_k(x) = \operatorname{softmax}_k\Big(\log w_k
-        - \tfrac12 \sum_d \Big[\log c_{kd} + \frac{(x_d - \alpha\mu_{kd})^2}{c_{kd}}
-        \Big]\Big),
+        \mathbb E[x_0 \mid x] &= \sum_k r_k(x) \Big(\mu_k + \frac{\alpha v_k}{c_k}
+        (x - \alpha \mu_k)\Big), \\
+        r_k(x) &= \operatorname{softmax}_k\Big(\log w_k - \tfrac12 \sum_d \Big[\log c_{kd}
+        + \frac{(x_d - \alpha\mu_{kd})^2}{c_{kd}} \Big]\Big),
 
     the diagonal case of :func:`gmbook.score.mixture_posterior_mean` (which the tests
     compare with); its score :math:`-\hat\varepsilon / \sigma` is the exact score
