@@ -116,6 +116,19 @@ def test_classifier_sums_to_one_and_is_calibrated(moons):
     assert worst(moons.class_log_probs(xt).exp()[:, 0]) > 8   # the clean classifier fails
 
 
+def test_slice_posterior_is_bayes(moons):
+    """eq-guid-slice-posterior: the exact posterior of x_2 given x_1 = y is the 1-D slice of
+    the joint density, p(x_1 = y, x_2) / p(x_1 = y), checked against the mixture's own
+    log-density on a fine grid of x_2 (normalised by the trapezoid rule)."""
+    y = 0.3
+    post = moons.slice_posterior(0, y)
+    x2 = torch.linspace(-3, 3, 6001, dtype=f64)
+    joint = moons.log_prob(torch.stack([torch.full_like(x2, y), x2], 1)).exp()
+    ref = joint / torch.trapezoid(joint, x2)
+    torch.testing.assert_close(post.log_prob(x2[:, None]).exp(), ref, atol=1e-6, rtol=1e-6)
+    assert post.dim == 1 and abs(float(post.weights.sum()) - 1) < 1e-12
+
+
 # --------------------------------------------------------------------------- guidance
 
 

@@ -324,6 +324,41 @@ class LabelledMixture:
         labels ``(B,)``, int64."""
         return self.class_log_probs(x).argmax(1)
 
+    def slice_posterior(self, coord: int, value: float) -> LabelledMixture:
+        r"""The exact posterior of the other coordinates given one observed coordinate,
+        :math:`p(x_{-d} \mid x_d = y)`, eq. ``eq-guid-slice-posterior``: the 1-D slice of
+        the mixture (for :math:`D = 2`), renormalised,
+
+        .. math::
+
+            p(x_{-d} \mid x_d = y) = \sum_k \tilde w_k\, \mathcal N(x_{-d}; \mu_{k,-d},
+            \operatorname{diag} v_{k,-d}), \qquad \tilde w_k \propto w_k\,
+            \mathcal N(y; \mu_{kd}, v_{kd}),
+
+        since each component is axis-aligned (its coordinates independent). The target of
+        inpainting by replacement, RePaint and diffusion posterior sampling on the 2-D toys.
+
+        Args:
+            coord: the observed coordinate :math:`d` in ``[0, D)``; ``D >= 2``.
+            value: the observed value :math:`y`.
+
+        Returns:
+            A :class:`LabelledMixture` of dimension :math:`D - 1` (labels kept).
+        """
+        if self.dim < 2:
+            raise ValueError("slice_posterior needs D >= 2")
+        if isinstance(coord, bool) or not isinstance(coord, int) or not 0 <= coord < self.dim:
+            raise ValueError(f"coord must be an int in [0, {self.dim}), got {coord!r}")
+        y = check_real("value", value)
+        mu, v = self.means[:, coord], self.variances[:, coord]
+        logw = self.weights.log() - 0.5 * ((y - mu) ** 2 / v + v.log())
+        if not bool(torch.isfinite(logw).any()):
+            raise ValueError(f"the observation {y} has zero likelihood under every component")
+        keep = [d for d in range(self.dim) if d != coord]
+        return LabelledMixture((logw - logw.max()).exp(), self.means[:, keep],
+                               self.variances[:, keep], self.labels, self.classes,
+                               f"{self.name}.slice_posterior({coord}, {y:g})")
+
     def prediction(self, path: samplers.GaussianPath, label: int | None = None
                    ) -> samplers.Prediction:
         r"""The exact denoiser :math:`\mathbb E[x_0 \mid x_t]` of the marginal (or of class
