@@ -12,7 +12,7 @@ from gmbook import samplers
 from gmbook._random import randn
 from gmbook.data import EightGaussians, TwoMoons
 from gmbook.guidance import (ConditionalEDM, GridDensity, LabelledMixture, LabelledMLP,
-                             autoguidance, cfg, classifier_guidance, guidance_interval,
+                             autoguidance, cfg, classifier_guidance, dps, guidance_interval,
                              histogram_kl, tilted_density)
 from gmbook.sde import EDM
 
@@ -224,6 +224,55 @@ def test_cfg_at_weight_one_samples_the_exact_conditional(moons):
     assert ok(x1)
     assert (moons.classify(x1) == 1).double().mean() > 0.99
     assert not ok(run(0.0)) and not ok(run(3.0))
+
+
+def test_dps_on_a_gaussian_prior():
+    """eq-guid-dps on a Gaussian prior N(m, s^2 I) with the linear observation y = x_1 +
+    sigma_y eta: with Tweedie's covariance the guided probability-flow ODE samples the
+    closed-form posterior (x_1 ~ N(m_1 + k (y - m_1), k sigma_y^2), k = s^2 / (s^2 +
+    sigma_y^2); x_2 ~ N(m_2, s^2)) within 4 standard errors; plain DPS, which ignores the
+    spread of x_0 given x_t, does not (its x_1 is far too concentrated)."""
+    m, s2, sy, yv = torch.tensor([0.5, -0.3], dtype=f64), 0.8, 0.3, 1.2
+    path = samplers.VEPath(80.0)
+
+    def denoise(x, t):   # the exact denoiser of N(m, s2 I): affine in x
+        sig2 = append(t, x) ** 2
+        return m + s2 / (s2 + sig2) * (x - m)
+
+    def append(t, x):
+        return torch.as_tensor(t, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+    prior = samplers.Prediction(denoise, "x0", path)
+    A, y = torch.tensor([[1.0, 0.0]], dtype=f64), torch.tensor([yv], dtype=f64)
+    k = s2 / (s2 + sy**2)
+    mean = torch.tensor([m[0] + k * (yv - m[0]), m[1]], dtype=f64)
+    var = torch.tensor([k * sy**2, s2], dtype=f64)
+    n = 20000
+    grid = samplers.karras_grid(path, 48, sigma_min=0.002, sigma_max=80.0)
+    x_T = m + math.sqrt(80.0**2 + s2) * randn((n, 2), dtype=f64, generator=gen(21))
+
+    def ok(x):
+        se_m, se_v = (var / n).sqrt(), var * math.sqrt(2 / n)
+        return bool(((x.mean(0) - mean).abs() < 4 * se_m).all()
+                    and ((x.var(0) - var).abs() < 4 * se_v).all())
+
+    exact = samplers.dpm_solver_pp_2m(dps(prior, A, y, sy, tweedie=True), x_T, grid).samples
+    assert ok(exact)
+    plain = samplers.dpm_solver_pp_2m(dps(prior, A, y, sy), x_T, grid).samples
+    assert not ok(plain) and float(plain[:, 0].var()) < 0.5 * float(var[0])
+
+
+def test_dps_differentiates_the_exact_mixture_denoiser(moons):
+    """The differentiable exact denoiser (Tweedie by autograd) equals the package's mixture
+    denoiser, so that dps can run on the exact prior of the toys."""
+    path = samplers.VEPath(3.0)
+    x = randn((50, 2), dtype=f64, generator=gen(22))
+    t = torch.full((50,), 0.4, dtype=f64)
+    torch.testing.assert_close(moons.prediction(path, differentiable=True).x0_eps(x, t)[0],
+                               moons.prediction(path).x0_eps(x, t)[0])
+    out = dps(moons.prediction(path, differentiable=True), torch.tensor([[1.0, 0.0]], dtype=f64),
+              torch.tensor([0.3], dtype=f64), 0.1).x0_eps(x, t)[0]
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
 
 
 # --------------------------------------------------------------------------- tilted target

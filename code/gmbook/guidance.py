@@ -73,6 +73,7 @@ __all__ = [
     "autoguidance",
     "cfg",
     "classifier_guidance",
+    "dps",
     "guidance_interval",
     "histogram_kl",
     "tilted_density",
@@ -359,14 +360,33 @@ class LabelledMixture:
                                self.variances[:, keep], self.labels, self.classes,
                                f"{self.name}.slice_posterior({coord}, {y:g})")
 
-    def prediction(self, path: samplers.GaussianPath, label: int | None = None
-                   ) -> samplers.Prediction:
+    def prediction(self, path: samplers.GaussianPath, label: int | None = None, *,
+                   differentiable: bool = False) -> samplers.Prediction:
         r"""The exact denoiser :math:`\mathbb E[x_0 \mid x_t]` of the marginal (or of class
         ``label``, :math:`\mathbb E[x_0 \mid x_t, c]`) as an ``"x0"``
         :class:`gmbook.samplers.Prediction` (:func:`gmbook.samplers.mixture_prediction`
-        on the class's components); its ``score`` is the exact noised score."""
+        on the class's components); its ``score`` is the exact noised score. With
+        ``differentiable`` the denoiser is Tweedie's :math:`(x + \sigma_t^2 \nabla \log
+        p_t(x)) / \alpha_t` by automatic differentiation of :meth:`log_prob` (slower; for
+        :func:`dps`, which differentiates through it)."""
         mix = self if label is None else self.restrict(label)
-        return samplers.mixture_prediction(mix.weights, mix.means, mix.variances, path)
+        if not differentiable:
+            return samplers.mixture_prediction(mix.weights, mix.means, mix.variances, path)
+        if not isinstance(path, samplers.GaussianPath):
+            raise TypeError(f"path must be a gmbook.samplers.GaussianPath, got {describe(path)}")
+
+        def fn(x: Tensor, t: Tensor) -> Tensor:
+            tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+            if not bool((tt == tt[0]).all()):
+                raise ValueError("the differentiable denoiser takes one time per batch")
+            a, s = _time_coefficients(path, tt[0])
+            with torch.enable_grad():
+                z = x if x.requires_grad else x.detach().requires_grad_(True)
+                lp = torch.logsumexp(mix._component_log_probs(z.to(torch.float64), a, s), 1)
+                (g,) = torch.autograd.grad(lp.sum(), z, create_graph=x.requires_grad)
+            return ((z.to(torch.float64) + s * s * g.to(torch.float64)) / a).to(x.dtype)
+
+        return samplers.Prediction(fn, "x0", path)
 
 
 # --------------------------------------------------------------------------- guidance
@@ -542,6 +562,78 @@ def classifier_guidance(pred: samplers.Prediction,
             raise ValueError(f"grad_log_classifier must return a tensor of shape "
                              f"{tuple(x.shape)}, got {describe(g)}")
         return x0 + w * s * s / a * g
+
+    return samplers.Prediction(fn, "x0", path)
+
+
+def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
+        scale: float = 1.0, tweedie: bool = False) -> samplers.Prediction:
+    r"""Diffusion posterior sampling (Chung et al., 2023) for a linear observation
+    :math:`y = A x_0 + \sigma_y \eta`, :math:`\eta \sim \mathcal N(0, I)`, as a
+    prediction, eq. ``eq-guid-dps``:
+
+    .. math::
+
+        \nabla \log p_t(x \mid y) \approx \nabla \log p_t(x) + \zeta\,
+        \nabla_x \log \mathcal N\big(y;\, A \hat x_0(x, t),\, \Sigma_t\big),
+        \qquad \Sigma_t = \sigma_y^2 I \ \text{(DPS)} \quad\text{or}\quad
+        \sigma_y^2 I + \frac{\sigma_t^2}{\alpha_t} A \frac{\partial \hat x_0}{\partial x}
+        A^\top \ \text{(with ``tweedie``)},
+
+    the gradient taken through the denoiser by automatic differentiation. DPS replaces
+    :math:`p_t(y \mid x_t) = \int p(y \mid x_0)\, p(x_0 \mid x_t)\, \mathrm d x_0` by
+    :math:`p(y \mid \hat x_0(x_t))`, ignoring the spread of :math:`x_0` given :math:`x_t`;
+    ``tweedie`` adds that spread's covariance, :math:`\operatorname{Cov}[x_0 \mid x_t] =
+    \frac{\sigma_t^2}{\alpha_t} \partial \hat x_0 / \partial x` (Tweedie's second-order
+    formula; its gradient is not differentiated, as in the pseudoinverse-guided variant of
+    Song et al., 2023), which makes the guidance exact when the prior is Gaussian (then
+    :math:`\hat x_0` is affine). Chung et al. scale the gradient by
+    :math:`\zeta / \lVert y - A \hat x_0 \rVert` instead of :math:`1/\sigma_y^2`; here
+    ``scale`` :math:`= \zeta` multiplies the principled term.
+
+    Args:
+        pred: the prior's prediction; its ``fn`` must be differentiable in ``x`` (e.g.
+            :meth:`ConditionalEDM.prediction` or :meth:`LabelledMixture.prediction` with
+            ``differentiable=True``).
+        A: the observation matrix ``(m, D)`` (flattened data).
+        y: the observation ``(m,)``, the same for every sample.
+        noise_std: :math:`\sigma_y > 0`.
+        scale: :math:`\zeta \ge 0`.
+        tweedie: add the covariance of :math:`x_0` given :math:`x_t` (one backward pass per
+            row of ``A``).
+
+    Returns:
+        An ``"x0"`` :class:`gmbook.samplers.Prediction`:
+        :math:`\hat x_0 + \zeta \frac{\sigma_t^2}{\alpha_t} \nabla_x \log \mathcal N`.
+    """
+    pred = _check_pred("pred", pred)
+    if not isinstance(A, Tensor) or A.ndim != 2 or not A.is_floating_point():
+        raise TypeError(f"A must be a floating-point matrix (m, D), got {describe(A)}")
+    if not isinstance(y, Tensor) or y.shape != (A.shape[0],):
+        raise ValueError(f"y must have shape (m,) = ({A.shape[0]},), got {describe(y)}")
+    sy = check_positive("noise_std", noise_std)
+    scale = check_nonnegative("scale", scale)
+    path = pred.path
+
+    def fn(x: Tensor, t: Tensor) -> Tensor:
+        tt = torch.as_tensor(t, dtype=torch.float64).expand(x.shape[0])
+        a = append_dims(path.alpha(tt).to(x), x.ndim)
+        s2 = append_dims(path.sigma(tt).to(x) ** 2, x.ndim)
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            x0 = pred.x0_eps(z, t)[0]
+            Az = x0.flatten(1) @ A.to(x).T                                   # (B, m)
+            var = torch.full_like(Az, sy * sy)
+            if tweedie:   # diag of A J A^T, J = d x0 / d x, row by row of A
+                rows = []
+                for i in range(A.shape[0]):
+                    (gi,) = torch.autograd.grad(Az[:, i].sum(), z, retain_graph=True)
+                    rows.append((gi.flatten(1) * A[i].to(x)).sum(1))
+                var = var + (s2.flatten() / a.flatten())[:, None] * torch.stack(rows, 1
+                                                                                ).detach()
+            loglik = -0.5 * ((y.to(x) - Az) ** 2 / var).sum()
+            (g,) = torch.autograd.grad(loglik, z)
+        return x0.detach() + scale * s2 / a * g
 
     return samplers.Prediction(fn, "x0", path)
 
