@@ -303,6 +303,9 @@ def test_tilted_density_of_two_gaussians():
         assert x.shape == (20000, 2)
     total = dens.log_prob(dens.centres().reshape(-1, 2)).exp().sum() * dens.cell_area
     assert abs(float(total) - 1) < 1e-10
+    several = tilted_density(gauss(m1, s1), gauss(m2, s2), [0.0, 3.0], lo=(-5, -5),
+                             hi=(5, 5), bins=300)
+    torch.testing.assert_close(several[1].log_mass, dens.log_mass)
 
 
 def test_histogram_kl_sees_a_shift():
