@@ -912,6 +912,19 @@ class ConditionalEDM(EDM):
     4.8 times its noise floor from :math:`\sigma_{\max} = 3`, 2.0 from 10, 1.1 to 1.4 from
     20 and 0.9 from 80 (calibration runs, 4 pairs of 2000 points each).
 
+    The recipe calibrated on the two moons split by moon (calibration runs on this book's
+    2-core CPU): ``LabelledMLP(2, 2, hidden=128, depth=3, time_dim=32)``, ``p_uncond=0.2``,
+    3000 Adam steps of 256 points (learning rate :math:`3 \times 10^{-3}`, cosine decay
+    after 100 warm-up steps, EMA 0.998), about 20 s of CPU on one thread; sampled by
+    :func:`gmbook.samplers.euler_maruyama` on ``grid(64)``, each moon's W2 to the exact
+    class is within its noise floor (ratio 1.00 and 1.07 over 20 pairs of 2000 points,
+    standard errors about 0.1). The deterministic DPM-Solver++(2M) at 24 calls leaves
+    about ten times the data's share of points off the support (between the moons), where
+    the stochastic sampler's noise corrects the trajectories; W2 is sensitive to those few
+    far points. With ``p_uncond=0.1`` the conditional samples are as good but the
+    unconditional model, trained on a tenth of the batches, puts 8% of its samples off the
+    support (4.7% with 0.2), which classifier-free guidance amplifies at large weights.
+
     Args:
         net: a network called as ``net(x, c_noise, labels)``, e.g. :class:`LabelledMLP`;
             it must have an attribute ``classes``.
