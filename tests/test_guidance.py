@@ -13,7 +13,7 @@ from gmbook._random import randn
 from gmbook.data import EightGaussians, TwoMoons
 from gmbook.guidance import (ConditionalEDM, GridDensity, LabelledMixture, LabelledMLP,
                              autoguidance, cfg, classifier_guidance, dps, guidance_interval,
-                             histogram_kl, tilted_density)
+                             histogram_kl, replacement, tilted_density)
 from gmbook.sde import EDM
 
 f64 = torch.float64
@@ -260,6 +260,37 @@ def test_dps_on_a_gaussian_prior():
     assert ok(exact)
     plain = samplers.dpm_solver_pp_2m(dps(prior, A, y, sy), x_T, grid).samples
     assert not ok(plain) and float(plain[:, 0].var()) < 0.5 * float(var[0])
+
+
+def test_replacement_is_exact_only_for_independent_coordinates():
+    """eq-guid-replacement: on a Gaussian prior with independent coordinates, inpainting by
+    replacement samples the exact posterior (the known coordinate at y, the unknown one
+    with its prior marginal); with correlated coordinates (correlation 0.8) the unknown
+    coordinate's mean misses the posterior mean rho * y by many standard errors, which
+    diffusion posterior sampling with Tweedie's covariance (eq-guid-dps) hits."""
+    path = samplers.VEPath(80.0)
+    n = 20000
+    grid = samplers.karras_grid(path, 48, sigma_min=0.002, sigma_max=80.0)
+    x_T = 80.0 * randn((n, 2), dtype=f64, generator=gen(23))
+    y = torch.tensor([1.5, 0.0], dtype=f64)
+    mask = torch.tensor([1.0, 0.0], dtype=f64)
+    for rho in (0.0, 0.8):
+        cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=f64)
+
+        def denoise(x, t, cov=cov):   # E[x0 | x] for x0 ~ N(0, cov), x = x0 + t eps
+            s2 = float(torch.as_tensor(t).reshape(-1)[0]) ** 2
+            return x @ torch.linalg.solve(cov + s2 * torch.eye(2, dtype=f64), cov)
+
+        prior = samplers.Prediction(denoise, "x0", path)
+        x = samplers.dpm_solver_pp_2m(replacement(prior, mask, y), x_T, grid).samples
+        assert float((x[:, 0] - 1.5).abs().max()) < 1e-3
+        se = math.sqrt((1 - rho**2) / n)
+        miss = abs(float(x[:, 1].mean()) - rho * 1.5) / se
+        assert (miss < 4) if rho == 0 else (miss > 20)
+        if rho:
+            post = dps(prior, mask[None], y[:1], 1e-3, tweedie=True)
+            x = samplers.dpm_solver_pp_2m(post, x_T, grid).samples
+            assert abs(float(x[:, 1].mean()) - rho * 1.5) < 4 * se
 
 
 def test_dps_differentiates_the_exact_mixture_denoiser(moons):

@@ -27,7 +27,8 @@ The module holds
   label dropout so that one network gives both the conditional and the unconditional
   denoiser (Ho & Salimans, 2021);
 - conditioning without retraining: the exact posterior of one observed coordinate of a toy
-  (:meth:`LabelledMixture.slice_posterior`, eq. ``eq-guid-slice-posterior``) and diffusion
+  (:meth:`LabelledMixture.slice_posterior`, eq. ``eq-guid-slice-posterior``), inpainting by
+  replacement (:func:`replacement`, eq. ``eq-guid-replacement``) and diffusion
   posterior sampling (:func:`dps`, eq. ``eq-guid-dps``; Chung et al., 2023) for a linear
   observation, optionally with Tweedie's covariance (exact on a Gaussian prior).
 
@@ -81,6 +82,7 @@ __all__ = [
     "dps",
     "guidance_interval",
     "histogram_kl",
+    "replacement",
     "tilted_density",
 ]
 
@@ -569,6 +571,46 @@ def classifier_guidance(pred: samplers.Prediction,
         return x0 + w * s * s / a * g
 
     return samplers.Prediction(fn, "x0", path)
+
+
+def replacement(pred: samplers.Prediction, mask: Tensor, y: Tensor) -> samplers.Prediction:
+    r"""Inpainting by replacement as a prediction, eq. ``eq-guid-replacement``: the known
+    coordinates of the denoised estimate are replaced by the observation,
+
+    .. math::
+
+        \hat x_0'(x, t) = m \odot y + (1 - m) \odot \hat x_0(x, t),
+
+    so that a deterministic sampler moves the known coordinates to :math:`y` (on the
+    path :math:`\alpha_t y + \sigma_t \hat\varepsilon`) while the unknown ones follow
+    the *unconditional* denoiser at the partly constrained state: the observation reaches
+    them only through :math:`x_t`, not through :math:`\nabla \log p_t(y \mid x_t)`. A
+    variant in the denoised estimate of the replacement of Song et al. (2021, imputation)
+    and of RePaint's known-region step (Lugmayr et al., 2022), which replace the known
+    coordinates of the noisy state by a freshly noised copy of :math:`y` (RePaint adds
+    resampling). Exact when the known and unknown coordinates are independent under the
+    prior; biased otherwise.
+
+    Args:
+        pred: the prior's prediction.
+        mask: ``(*D)`` with 1 on the known coordinates and 0 elsewhere (floating).
+        y: the known values, ``(*D)`` (read where ``mask`` is 1).
+
+    Returns:
+        An ``"x0"`` :class:`gmbook.samplers.Prediction`.
+    """
+    pred = _check_pred("pred", pred)
+    for name, v in (("mask", mask), ("y", y)):
+        if not isinstance(v, Tensor) or not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
+    if mask.shape != y.shape or not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must hold 0s and 1s and have the shape of y")
+
+    def fn(x: Tensor, t: Tensor) -> Tensor:
+        m = mask.to(x)
+        return m * y.to(x) + (1 - m) * pred.x0_eps(x, t)[0]
+
+    return samplers.Prediction(fn, "x0", pred.path)
 
 
 def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
