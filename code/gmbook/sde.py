@@ -278,7 +278,7 @@ class EDM(nn.Module):
         one = torch.ones_like(sigma)
         return 0 * one, one, one, sigma.log() / 4
 
-    def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+    def denoise(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
         r"""The denoiser :math:`D_\theta(x; \sigma) = c_{\mathrm{skip}} x + c_{\mathrm{out}}
         F_\theta(c_{\mathrm{in}} x; c_{\mathrm{noise}})`, eq. ``eq-sde-edm-precond``.
 
@@ -286,6 +286,9 @@ class EDM(nn.Module):
             x: noisy points, shape ``(B, *D)``.
             sigma: their noise levels, shape ``(B,)``, or one level (a number or 0-dim
                 tensor) for the whole batch (the network's time branch then runs once).
+            cond: a condition passed unchanged to the network as its third argument,
+                ``net(x, c_noise, cond)`` (e.g. class labels,
+                :class:`gmbook.guidance.ConditionalEDM`); ``None``: ``net(x, c_noise)``.
 
         Returns:
             The denoised points, shape ``(B, *D)``.
@@ -300,14 +303,19 @@ class EDM(nn.Module):
                              f"got {tuple(sigma.shape)}")
         c_skip, c_out, c_in, c_noise = self._coefficients(sigma)
         b = (lambda c: append_dims(c, x.ndim)) if sigma.ndim == 1 else (lambda c: c)
-        f = self.net((b(c_in) * x).flatten(1), c_noise).view_as(x)  # (B, prod D) -> (B, *D)
+        f = self._net((b(c_in) * x).flatten(1), c_noise, cond).view_as(x)  # (B, *D)
         return b(c_skip) * x + b(c_out) * f
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def _net(self, z: Tensor, c_noise: Tensor, cond: Tensor | None) -> Tensor:
+        return self.net(z, c_noise) if cond is None else self.net(z, c_noise, cond)
+
+    def loss(self, x: Tensor, *, cond: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         r"""EDM's weighted denoising loss on a minibatch, eq. ``eq-sde-edm-loss``.
 
         Args:
             x: clean data, shape ``(B, *D)``.
+            cond: a condition per point passed to the network, as in :meth:`denoise`.
             generator: randomness of the noise levels and the noise.
 
         Returns:
@@ -326,7 +334,7 @@ class EDM(nn.Module):
         x_noisy = x + append_dims(sigma, x.ndim) * eps
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim)
                                         for c in self._coefficients(sigma))
-        f = self.net((c_in * x_noisy).flatten(1), c_noise.flatten()).view_as(x)
+        f = self._net((c_in * x_noisy).flatten(1), c_noise.flatten(), cond).view_as(x)
         target = (x - c_skip * x_noisy) / c_out  # unit variance with preconditioning
         # ||F - target||^2 = ||D - x0||^2 / c_out^2: the weight c_out^-2 of EDM when the
         # preconditioning's own c_out is EDM's; otherwise reweight to the asked lambda
