@@ -1032,7 +1032,7 @@ class ConditionalEDM(EDM):
 
     def prediction(self, label: int | None = None) -> samplers.Prediction:
         r"""The denoiser of class ``label`` (``None``: unconditional) as an ``"x0"``
-        :class:`gmbook.samplers.Prediction` on :meth:`path`."""
+        :class:`gmbook.samplers.Prediction` on :meth:`gmbook.sde.EDM.path`."""
         if label is not None:
             self._labels(label, 1, torch.device("cpu"))
         return samplers.Prediction(lambda x, t: self.denoise(x, t, label), "x0", self.path())
