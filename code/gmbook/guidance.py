@@ -114,10 +114,10 @@ class LabelledMixture:
 
     .. math::
 
-        p(x) = \sum_k w_k\, \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
-        p(x \mid c) = \frac{1}{\pi_c} \sum_{k : y_k = c} w_k\,
-        \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
-        \pi_c = \sum_{k : y_k = c} w_k ,
+        p(x) &= \sum_k w_k\, \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
+        \pi_c = \sum_{k : y_k = c} w_k , \\
+        p(x \mid c) &= \frac{1}{\pi_c} \sum_{k : y_k = c} w_k\,
+        \mathcal N(x; \mu_k, \operatorname{diag} v_k) ,
 
     eq. ``eq-guid-cond-mixture``: each class is a mixture, so under a Gaussian path
     :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` its noised density is the mixture with
@@ -621,9 +621,9 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
 
     .. math::
 
-        \nabla \log p_t(x \mid y) \approx \nabla \log p_t(x) + \zeta\,
-        \nabla_x \log \mathcal N\big(y;\, A \hat x_0(x, t),\, \Sigma_t\big),
-        \qquad \Sigma_t = \sigma_y^2 I \ \text{(DPS)} \quad\text{or}\quad
+        \nabla \log p_t(x \mid y) &\approx \nabla \log p_t(x) + \zeta\,
+        \nabla_x \log \mathcal N\big(y;\, A \hat x_0(x, t),\, \Sigma_t\big), \\
+        \Sigma_t &= \sigma_y^2 I \ \text{(DPS)} \quad\text{or}\quad
         \sigma_y^2 I + \frac{\sigma_t^2}{\alpha_t} A \frac{\partial \hat x_0}{\partial x}
         A^\top \ \text{(with ``tweedie``)},
 
