@@ -431,7 +431,7 @@ class EDM(nn.Module):
     def nll_bound(self, x: Tensor, *, levels: int = 64, sigma_min: float = 0.002,
                   generator: torch.Generator | None = None) -> Tensor:
         r"""The continuous-time variational bound on :math:`-\log p(x)` of the reverse SDE
-        with this denoiser (Kingma et al., 2021, eq. 17, on the VE path; Song et al., 2021),
+        with this denoiser (Kingma et al., 2021, on the VE path; Song et al., 2021),
         eq. ``eq-sde-elbo``, in nats per example:
 
         .. math::
