@@ -139,7 +139,7 @@ def test_multistep_consistency_with_the_exact_map_reproduces_the_data():
     def f(x, sigma):
         return flow_map(pred, x, float(sigma[0]), smin, rtol=1e-6, atol=1e-6)
 
-    out = multistep_consistency(f, x, [5.0, 1.5, 0.8], sigma_min=smin, generator=g)
+    out = multistep_consistency(f, x, [5.0, 1.5, 0.4], sigma_min=smin, generator=g)
     want_var = 1 + var + smin**2        # the mixture at sigma_min
     se_var = want_var * math.sqrt(2 / n)
     assert abs(float(out.mean())) < 4 * math.sqrt(want_var / n)
