@@ -9,6 +9,7 @@ import torch
 
 from gmbook import samplers
 from gmbook.few_step import (ConsistencyModel, consistency_coefficients, consistency_loss,
+                             flow_map_pairs, trajectory_distillation_loss,
                              curriculum, ddim_target, flow_map, gaussian_flow_map,
                              level_probabilities, multistep_consistency,
                              progressive_distillation_loss, pseudo_huber, teacher_step)
@@ -274,3 +275,27 @@ def test_argument_checks():
         curriculum(10, 10)
     with pytest.raises(TypeError, match="net"):
         ConsistencyModel("mlp")
+
+
+def test_trajectory_distillation_on_exact_pairs():
+    """[eq-fs-kd-loss] [eq-fs-gaussian-flow-map] The teacher's trajectories are the
+    closed-form flow map of Gaussian data at every level, and the exact consistency function
+    has zero regression loss on them; a map with the wrong exponent does not."""
+    ve, smin = samplers.VEPath(10.0), 0.002
+    cm = ConsistencyModel(MLP(2, hidden=8, time_dim=8), sigma_min=smin, sigma_max=3.0)
+    levels = cm.levels(6)
+    x = math.sqrt(10.0) * torch.randn(300, 2, dtype=F64)
+    states = flow_map_pairs(gaussian_pred(ve), x, levels, rtol=1e-9, atol=1e-9)
+    for i, sig in enumerate(levels.tolist()):
+        torch.testing.assert_close(states[i], gaussian_flow_map(x, 3.0, sig, MEAN, VAR, ve),
+                                   atol=1e-6, rtol=0)
+
+    def exact(x, sigma):
+        return gaussian_flow_map(x, sigma, smin, MEAN, VAR, ve)
+
+    def off(x, sigma):
+        return MEAN + (VAR + smin**2) / (VAR + sigma[:, None] ** 2) * (x - MEAN)
+
+    g = torch.Generator().manual_seed(0)
+    assert trajectory_distillation_loss(exact, states, levels, generator=g) < 1e-10
+    assert trajectory_distillation_loss(off, states, levels, generator=g) > 1e-2

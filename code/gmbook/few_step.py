@@ -21,6 +21,12 @@ two moons):
   pseudo-Huber distance :func:`pseudo_huber`, the discretisation curriculum
   :func:`curriculum`, log-normal noise levels :func:`level_probabilities`, no EMA
   teacher); sampled by :func:`multistep_consistency` (eq. ``eq-fs-cm-multistep``);
+- **knowledge distillation** along the teacher's trajectories (after Luhman & Luhman, 2021,
+  who regress a one-step student on the teacher's noise-sample pairs):
+  :func:`flow_map_pairs` solves the teacher's ODE once and keeps every level,
+  :func:`trajectory_distillation_loss` (eq. ``eq-fs-kd-loss``) regresses a consistency
+  model on the endpoints; it is consistency distillation with an exact teacher and no
+  bootstrapped target;
 - **progressive distillation** (Salimans & Ho, 2022): :func:`progressive_distillation_loss`
   (eq. ``eq-fs-pd-loss``) trains a student whose one DDIM step does what two of its
   teacher's do, through the DDIM target :func:`ddim_target` (eq. ``eq-fs-pd-target``).
@@ -53,12 +59,14 @@ __all__ = [
     "curriculum",
     "ddim_target",
     "flow_map",
+    "flow_map_pairs",
     "gaussian_flow_map",
     "level_probabilities",
     "multistep_consistency",
     "progressive_distillation_loss",
     "pseudo_huber",
     "teacher_step",
+    "trajectory_distillation_loss",
 ]
 
 Fn = Callable[[Tensor, Tensor], Tensor]
@@ -643,6 +651,97 @@ class ConsistencyModel(nn.Module):
             raise ValueError(f"x must have shape {(n, *self.shape)}, got {describe(x)}")
         return multistep_consistency(self, x, tau, sigma_min=self.sigma_min,
                                      generator=generator)
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+@torch.no_grad()
+def flow_map_pairs(pred: samplers.Prediction, x: Tensor, levels: Tensor, *,
+                   rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+    r"""The teacher's trajectories from ``x`` at the top level, kept at every level, for
+    :func:`trajectory_distillation_loss`, eq. ``eq-fs-kd-loss``: one adaptive solve
+    (:func:`gmbook.samplers.dopri5`) of the probability-flow ODE through all the levels,
+    so that ``states[i]`` :math:`= \Phi_{\sigma_N \to \sigma_i}(x)` and ``states[0]`` is
+    the endpoint at :math:`\sigma_1 = \sigma_{\min}`.
+
+    Args:
+        pred: the teacher's prediction (its path's times are the levels).
+        x: starting points at ``levels[-1]``, shape ``(B, *D)`` (e.g.
+            :meth:`ConsistencyModel.prior`).
+        levels: increasing levels :math:`\sigma_1 < \dots < \sigma_N`, shape ``(N,)``
+            (:meth:`ConsistencyModel.levels`).
+        rtol, atol: the solver's tolerances.
+
+    Returns:
+        ``states`` of shape ``(N, B, *D)``, ordered like ``levels``.
+    """
+    pred = _check_pred(pred)
+    x = _check_batch("x", x)
+    lv = _check_levels(levels)
+    path = samplers.dopri5(pred, x, lv.flip(0), rtol=check_positive("rtol", rtol),
+                           atol=check_positive("atol", atol), return_path=True)
+    return path.states.flip(0)
+
+
+def trajectory_distillation_loss(f: Fn, states: Tensor, levels: Tensor, *, batch: int = 256,
+                                 top: float = 0.5, distance: str = "l2",
+                                 huber_c: float | None = None,
+                                 generator: torch.Generator | None = None) -> Tensor:
+    r"""Regression of a consistency function on the teacher's flow map, eq.
+    ``eq-fs-kd-loss``:
+
+    .. math::
+
+        \mathcal L = \mathbb E_{r, i}\, d\big(f_\theta(x^{(r)}_{\sigma_i}, \sigma_i),\
+        x^{(r)}_{\sigma_{\min}}\big),
+
+    over trajectories :math:`r` of :func:`flow_map_pairs` and levels :math:`i > 1`: level
+    :math:`\sigma_N` (one-step sampling) with probability ``top``, else uniform over
+    :math:`\sigma_2, \dots, \sigma_N`. It is consistency distillation (eq.
+    ``eq-fs-cm-loss``) with an exact teacher and the endpoint itself as the target, where
+    consistency distillation bootstraps from :math:`f_{\theta^-}` one level down; with
+    ``top = 1`` it is the one-step knowledge distillation of Luhman & Luhman (2021).
+
+    Args:
+        f: the consistency function ``f(x, sigma)``, ``sigma`` of shape ``(B,)``.
+        states: trajectories ``(N, R, *D)`` from :func:`flow_map_pairs`.
+        levels: their levels ``(N,)``, increasing.
+        batch: rows per step.
+        top: the probability of the top level, in ``[0, 1]``.
+        distance: ``"l2"`` (squared norm per row) or ``"pseudo_huber"``.
+        huber_c: :math:`c` of :func:`pseudo_huber`; default :math:`0.00054 \sqrt d`.
+        generator: randomness of the rows and levels.
+
+    Returns:
+        The scalar loss.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(x, sigma), got {describe(f)}")
+    lv = _check_levels(levels)
+    if not isinstance(states, Tensor) or not states.is_floating_point() or states.ndim < 3 \
+            or states.shape[0] != len(lv):
+        raise ValueError(f"states must have shape (N, R, *D) with N = {len(lv)} levels, "
+                         f"got {describe(states)}")
+    batch = check_int("batch", batch)
+    top = check_real("top", top)
+    if not 0 <= top <= 1:
+        raise ValueError(f"top must be in [0, 1], got {top}")
+    if distance not in ("l2", "pseudo_huber"):
+        raise ValueError(f"distance must be 'l2' or 'pseudo_huber', got {distance!r}")
+    generator = check_generator(generator)
+    n, r = states.shape[:2]
+    rows = (rand((batch,), dtype=torch.float64, generator=generator) * r).long().clamp(max=r - 1)
+    uni = 1 + (rand((batch,), dtype=torch.float64, generator=generator) * (n - 1)).long()
+    i = torch.where(rand((batch,), dtype=torch.float64, generator=generator) < top,
+                    n - 1, uni.clamp(max=n - 1))                       # (batch,) in [1, N)
+    x, y = states[i, rows], states[0, rows]                             # (batch, *D)
+    out = f(x, lv[i].to(x))
+    if distance == "l2":
+        return (out - y).flatten(1).square().sum(1).mean()
+    c = 0.00054 * math.sqrt(math.prod(x.shape[1:])) if huber_c is None else \
+        check_positive("huber_c", huber_c)
+    return pseudo_huber(out, y, c).mean()
 
 
 # --------------------------------------------------------------------------- progressive
