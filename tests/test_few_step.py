@@ -9,7 +9,8 @@ import torch
 
 from gmbook import samplers
 from gmbook.few_step import (ConsistencyModel, consistency_coefficients, consistency_loss,
-                             flow_map_pairs, trajectory_distillation_loss,
+                             MeanFlow, flow_map_pairs, meanflow_target,
+                             trajectory_distillation_loss,
                              curriculum, ddim_target, flow_map, gaussian_flow_map,
                              level_probabilities, multistep_consistency,
                              progressive_distillation_loss, pseudo_huber, teacher_step)
@@ -299,3 +300,38 @@ def test_trajectory_distillation_on_exact_pairs():
     g = torch.Generator().manual_seed(0)
     assert trajectory_distillation_loss(exact, states, levels, generator=g) < 1e-10
     assert trajectory_distillation_loss(off, states, levels, generator=g) > 1e-2
+
+
+def test_meanflow_identity_for_gaussian_data():
+    """[eq-fs-meanflow] [eq-fs-gaussian-flow-map] The exact average velocity of Gaussian data
+    on the linear path, u = (z - Phi_{t->r}(z)) / (t - r), satisfies the MeanFlow identity
+    with the exact velocity: the target equals u; a wrong average (over twice the interval)
+    does not."""
+    lin = samplers.LinearPath()
+    pred = gaussian_pred(lin)
+    z = torch.randn(64, 2, dtype=F64)
+    t = 0.3 + 0.6 * torch.rand(64, dtype=F64)
+    r = t * torch.rand(64, dtype=F64)
+
+    def u_exact(zz, rr, tt):
+        return (zz - gaussian_flow_map(zz, tt, rr, MEAN, VAR, lin)) / (tt - rr)[:, None]
+
+    def u_wrong(zz, rr, tt):
+        return (zz - gaussian_flow_map(zz, tt, rr, MEAN, VAR, lin)) / (2 * (tt - rr)[:, None])
+
+    v = torch.cat([pred.velocity(z[i:i + 1], t[i]) for i in range(64)])
+    torch.testing.assert_close(meanflow_target(u_exact, z, r, t, v), u_exact(z, r, t),
+                               atol=1e-7, rtol=0)
+    assert (meanflow_target(u_wrong, z, r, t, v) - u_wrong(z, r, t)).abs().max() > 1e-2
+
+
+def test_meanflow_model_trains_and_samples():
+    """[eq-fs-meanflow] The MeanFlow loss is finite with a gradient; sampling takes one
+    call per step and maps noise to points of the data's shape."""
+    mf = MeanFlow(MLP(4, 2, hidden=16))
+    loss = mf.loss(torch.randn(32, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and mf.net.out.weight.grad.abs().sum() > 0
+    assert mf.sample(6, steps=2).shape == (6, 2)
+    with pytest.raises(ValueError, match="equal"):
+        MeanFlow(MLP(4, 2, hidden=8), equal=1.0)

@@ -31,10 +31,17 @@ two moons):
   (eq. ``eq-fs-pd-loss``) trains a student whose one DDIM step does what two of its
   teacher's do, through the DDIM target :func:`ddim_target` (eq. ``eq-fs-pd-target``).
 
+- **flow maps by their average velocity** (MeanFlow, Geng et al., 2025):
+  :class:`MeanFlow` learns :math:`u(z, r, t) = \frac{1}{t - r} \int_r^t v(z_\tau, \tau)\,
+  \mathrm d\tau` on the linear path from the MeanFlow identity (:func:`meanflow_target`,
+  eq. ``eq-fs-meanflow``), and samples with :math:`z_r = z_t - (t - r)\, u(z_t, r, t)`.
+
 References: Song, Dhariwal, Chen & Sutskever (2023), *Consistency models*; Song & Dhariwal
 (2023), *Improved techniques for training consistency models*; Salimans & Ho (2022),
 *Progressive distillation for fast sampling of diffusion models*; Karras et al. (2022),
-*Elucidating the design space of diffusion-based generative models*.
+*Elucidating the design space of diffusion-based generative models*; Luhman & Luhman
+(2021), *Knowledge distillation in iterative generative models for improved sampling speed*;
+Geng, Deng, Bai, Kolter & He (2025), *Mean flows for one-step generative modeling*.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from gmbook.sde import edm_coefficients
 
 __all__ = [
     "ConsistencyModel",
+    "MeanFlow",
     "consistency_coefficients",
     "consistency_loss",
     "curriculum",
@@ -62,6 +70,7 @@ __all__ = [
     "flow_map_pairs",
     "gaussian_flow_map",
     "level_probabilities",
+    "meanflow_target",
     "multistep_consistency",
     "progressive_distillation_loss",
     "pseudo_huber",
@@ -845,3 +854,152 @@ def progressive_distillation_loss(student: nn.Module, teacher: samplers.Predicti
     c_out = edm_coefficients(t.to(x), student.sigma_data)[1]
     err = (student.denoise(x_t, t.to(x)) - target).flatten(1).square().mean(1)
     return (err / c_out**2).mean()
+
+
+# --------------------------------------------------------------------------- MeanFlow
+
+
+def meanflow_target(u: Callable[[Tensor, Tensor, Tensor], Tensor], z: Tensor, r: Tensor,
+                    t: Tensor, v: Tensor) -> Tensor:
+    r"""The MeanFlow identity's right-hand side, eq. ``eq-fs-meanflow`` (Geng et al., 2025,
+    eq. 6). The average velocity :math:`u(z_t, r, t) = \frac{1}{t - r} \int_r^t
+    v(z_\tau, \tau)\, \mathrm d\tau` over a trajectory of :math:`\dot z = v` satisfies,
+    differentiating :math:`(t - r)\, u` in :math:`t`,
+
+    .. math::
+
+        u(z_t, r, t) = v(z_t, t) - (t - r)\, \frac{\mathrm d}{\mathrm d t}
+        u(z_t, r, t), \qquad \frac{\mathrm d}{\mathrm d t} u = v\, \partial_z u +
+        \partial_t u ,
+
+    the total derivative being one Jacobian-vector product with the tangent
+    :math:`(v, 1)` (computed by ``torch.autograd.functional.jvp``: a double backward
+    pass, so ``u`` must be twice differentiable in its times: see :class:`MeanFlow`).
+    Returned detached (the stop-gradient target).
+
+    Args:
+        u: the average velocity ``u(z, r, t)``, ``z`` ``(B, *D)``, ``r`` and ``t`` ``(B,)``.
+        z: points at times ``t``, shape ``(B, *D)``.
+        r, t: times, shape ``(B,)``.
+        v: the velocity at :math:`(z, t)` (the conditional :math:`\varepsilon - x_0` in
+            training), shape ``(B, *D)``.
+
+    Returns:
+        The target, shape ``(B, *D)``.
+    """
+    if not callable(u):
+        raise TypeError(f"u must be callable as u(z, r, t), got {describe(u)}")
+    z, v = _check_batch("z", z), _check_batch("v", v)
+    if v.shape != z.shape:
+        raise ValueError(f"v must have the shape of z {tuple(z.shape)}, got {tuple(v.shape)}")
+    for name, w in (("r", r), ("t", t)):
+        if not isinstance(w, Tensor) or w.shape != (z.shape[0],):
+            raise ValueError(f"{name} must be a tensor of shape ({z.shape[0]},), "
+                             f"got {describe(w)}")
+    with torch.enable_grad():
+        out, dudt = torch.autograd.functional.jvp(
+            lambda zz, tt: u(zz, r, tt), (z.detach(), t.detach()),
+            (v.detach(), torch.ones_like(t)))
+    return (v - append_dims(t - r, z.ndim) * dudt).detach()
+
+
+class MeanFlow(nn.Module):
+    r"""A MeanFlow model (Geng et al., 2025): the average velocity :math:`u_\theta(z, r, t)`
+    of the linear path :math:`z_t = (1 - t)\, x + t \varepsilon` (noise at :math:`t = 1`,
+    :class:`gmbook.samplers.LinearPath`), eq. ``eq-fs-meanflow``. Its one step
+    :math:`z_r = z_t - (t - r)\, u(z_t, r, t)` is the flow map :math:`\Phi_{t \to r}`
+    when :math:`u` is exact; :math:`u(z, t, t) = v(z, t)` is the ordinary velocity.
+
+    Trained by :math:`\| u_\theta(z_t, r, t) - \operatorname{sg}(u_{\mathrm{tgt}}) \|^2`
+    with :math:`u_{\mathrm{tgt}}` from :func:`meanflow_target` on the conditional velocity
+    :math:`v = \varepsilon - x`; the times are two logit-normal draws
+    (:math:`t` the larger), with :math:`r = t` (plain flow matching) for a fraction
+    ``equal`` of the rows.
+
+    Args:
+        net: ``net(h)`` with ``h = [z, t, t - r]`` of shape ``(B, prod D + 2)``, output
+            ``(B, prod D)``; e.g. ``MLP(4, 2)`` for 2-D data. The times enter as plain
+            inputs: the loss differentiates through them twice
+            (:func:`meanflow_target`), which a time branch that groups equal times
+            (:class:`gmbook.nets.MLP` with ``time_dim > 0``) does not support.
+        shape: the shape ``D`` of a point.
+        equal: the fraction of rows with :math:`r = t`, in ``[0, 1)``.
+        p_mean, p_std: the logit-normal times, :math:`\operatorname{logit} t \sim
+            \mathcal N(P_{\mathrm{mean}}, P_{\mathrm{std}}^2)`.
+        adaptive_p: the power :math:`p` of the adaptive loss weight
+            :math:`\operatorname{sg}(1 / (\|\Delta\|^2 + 10^{-3})^{p})` (0: plain squared
+            error; Geng et al. use 1).
+
+    Example:
+        >>> from gmbook.nets import MLP
+        >>> mf = MeanFlow(MLP(4, 2, hidden=16))
+        >>> mf.loss(torch.randn(8, 2)).shape, mf.sample(5).shape
+        (torch.Size([]), torch.Size([5, 2]))
+    """
+
+    def __init__(self, net: nn.Module, *, shape: tuple[int, ...] = (2,), equal: float = 0.75,
+                 p_mean: float = -0.4, p_std: float = 1.0, adaptive_p: float = 1.0) -> None:
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"MeanFlow: net must be an nn.Module, got {describe(net)}")
+        if (not isinstance(shape, tuple) or not shape
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                           for s in shape)):
+            raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
+        self.net, self.shape = net, shape
+        self.equal = check_real("equal", equal)
+        if not 0 <= self.equal < 1:
+            raise ValueError(f"equal must be in [0, 1), got {equal}")
+        self.p_mean, self.p_std = check_real("p_mean", p_mean), check_positive("p_std", p_std)
+        self.adaptive_p = check_real("adaptive_p", adaptive_p)
+        if self.adaptive_p < 0:
+            raise ValueError(f"adaptive_p must be >= 0, got {adaptive_p}")
+
+    def average_velocity(self, z: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        r""":math:`u_\theta(z, r, t)`: ``z`` ``(B, *D)``, ``r`` and ``t`` ``(B,)`` or numbers."""
+        z = _check_batch("z", z)
+        if tuple(z.shape[1:]) != self.shape:
+            raise ValueError(f"z must have shape (B, *{self.shape}), got {tuple(z.shape)}")
+        b = z.shape[0]
+        r = torch.as_tensor(r, dtype=z.dtype, device=z.device).expand(b)
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(b)
+        h = torch.cat([z.flatten(1), t[:, None], (t - r)[:, None]], 1)  # (B, prod D + 2)
+        return self.net(h).view_as(z)
+
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        r"""The MeanFlow loss on a minibatch of data ``x`` ``(B, *D)``, eq.
+        ``eq-fs-meanflow``."""
+        x = _check_batch("x", x)
+        generator = check_generator(generator)
+        b = x.shape[0]
+        tt = torch.sigmoid(self.p_mean + self.p_std * randn((2, b), like=x,
+                                                            generator=generator))
+        t, r = tt.max(0).values, tt.min(0).values
+        same = rand((b,), like=x, generator=generator) < self.equal
+        r = torch.where(same, t, r)
+        eps = randn(x.shape, like=x, generator=generator)
+        z = append_dims(1 - t, x.ndim) * x + append_dims(t, x.ndim) * eps
+        v = eps - x
+        target = meanflow_target(self.average_velocity, z, r, t, v)
+        err = (self.average_velocity(z, r, t) - target).flatten(1).square().sum(1)  # (B,)
+        if self.adaptive_p > 0:
+            err = err / (err.detach() + 1e-3) ** self.adaptive_p
+        return err.mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, steps: int = 1, x: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        r"""``steps`` jumps :math:`z_r = z_t - (t - r)\, u_\theta(z_t, r, t)` on equal
+        steps from :math:`t = 1` (noise ``x`` or fresh :math:`\mathcal N(0, I)`) to 0;
+        one network call each."""
+        n, steps = check_int("n", n), check_int("steps", steps)
+        generator = check_generator(generator)
+        if x is None:
+            p = next(self.parameters())
+            x = randn((n, *self.shape), device=p.device, dtype=p.dtype, generator=generator)
+        elif x.shape != (n, *self.shape):
+            raise ValueError(f"x must have shape {(n, *self.shape)}, got {describe(x)}")
+        grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
+        for t, r in zip(grid[:-1], grid[1:]):
+            x = x - (t - r) * self.average_velocity(x, r, t)
+        return x
