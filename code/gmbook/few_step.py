@@ -101,7 +101,8 @@ def _check_pred(pred: object, ve: bool = False) -> samplers.Prediction:
 
 
 def flow_map(pred: samplers.Prediction, x: Tensor, t: float, s: float, *,
-             rtol: float = 1e-8, atol: float = 1e-8) -> Tensor:
+             rtol: float = 1e-8, atol: float = 1e-8,
+             generator: torch.Generator | None = None) -> Tensor:
     r"""The flow map of the probability-flow ODE, eq. ``eq-fs-flow-map``:
     :math:`\Phi_{t \to s}(x)`, the solution at time :math:`s` of
 
@@ -111,11 +112,11 @@ def flow_map(pred: samplers.Prediction, x: Tensor, t: float, s: float, *,
         + \dot\sigma_\tau \hat\varepsilon(x, \tau), \qquad x(t) = x,
 
     computed by the adaptive Dormand-Prince solver :func:`gmbook.samplers.dopri5` with tight
-    tolerances. With the exact denoiser of the data (e.g. :func:`gmbook.samplers.
-    mixture_prediction`), this is the map every few-step method tries to learn: the
-    consistency function of Song et al. (2023) is :math:`f(x, t) = \Phi_{t \to
-    \sigma_{\min}}(x)`. It is self-consistent: :math:`\Phi_{t' \to s} \circ \Phi_{t \to t'}
-    = \Phi_{t \to s}`.
+    tolerances. With the exact denoiser of the data (e.g.
+    :func:`gmbook.samplers.mixture_prediction`), this is the map every few-step method
+    tries to learn: the consistency function of Song et al. (2023) is :math:`f(x, t) =
+    \Phi_{t \to \sigma_{\min}}(x)`. It is self-consistent: :math:`\Phi_{t' \to s} \circ
+    \Phi_{t \to t'} = \Phi_{t \to s}`.
 
     Args:
         pred: the prediction whose ODE is solved (its ``path`` gives the times).
@@ -124,10 +125,12 @@ def flow_map(pred: samplers.Prediction, x: Tensor, t: float, s: float, *,
         s: the end time, ``0 < s < t``: at :math:`\sigma_s = 0` the velocity of a denoiser is
             :math:`0 / 0`; end at a small level instead (:math:`\sigma_{\min}`).
         rtol, atol: the solver's tolerances.
+        generator: unused (the map is deterministic), accepted for the samplers' signature.
 
     Returns:
         :math:`\Phi_{t \to s}(x)`, shape ``(B, *D)``.
     """
+    check_generator(generator)
     pred = _check_pred(pred)
     x = _check_batch("x", x)
     t, s = check_positive("t", t), check_positive("s", s)
@@ -343,7 +346,8 @@ def _check_levels(levels: object) -> Tensor:
 
 @torch.no_grad()
 def teacher_step(pred: samplers.Prediction, x: Tensor, t: Tensor, s: Tensor, *,
-                 solver: Callable[..., samplers.SamplePath] = samplers.heun) -> Tensor:
+                 solver: Callable[..., samplers.SamplePath] = samplers.heun,
+                 generator: torch.Generator | None = None) -> Tensor:
     r"""One step of a sampler of :mod:`gmbook.samplers` from time :math:`t` to :math:`s`
     per row: the teacher's ODE step of consistency distillation, eq. ``eq-fs-cm-loss``.
 
@@ -357,12 +361,14 @@ def teacher_step(pred: samplers.Prediction, x: Tensor, t: Tensor, s: Tensor, *,
         solver: a sampler with the common signature (:func:`gmbook.samplers.heun`,
             :func:`gmbook.samplers.euler`, :func:`gmbook.samplers.ddim`,
             :func:`gmbook.samplers.dopri5` for an almost exact step, ...).
+        generator: passed to the sampler (a stochastic one, e.g. ``ddim`` with ``eta``).
 
     Returns:
         The points at times ``s``, shape ``(B, *D)``.
     """
     pred = _check_pred(pred)
     x = _check_batch("x", x)
+    generator = check_generator(generator)
     if not callable(solver):
         raise TypeError(f"solver must be a sampler function, got {describe(solver)}")
     t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
@@ -376,7 +382,8 @@ def teacher_step(pred: samplers.Prediction, x: Tensor, t: Tensor, s: Tensor, *,
     out = torch.empty_like(x)
     for j, (tj, sj) in enumerate(pairs.tolist()):
         rows = (index == j).nonzero().squeeze(1)
-        out[rows] = solver(pred, x[rows], torch.tensor([tj, sj], dtype=torch.float64)).samples
+        out[rows] = solver(pred, x[rows], torch.tensor([tj, sj], dtype=torch.float64),
+                           generator=generator).samples
     return out
 
 
@@ -457,7 +464,7 @@ def consistency_loss(f: Fn, x: Tensor, levels: Tensor, *,
     if teacher is None:
         x_lo = x + append_dims(s_lo.to(x), x.ndim) * z
     else:
-        x_lo = teacher_step(teacher, x_hi, s_hi, s_lo, solver=solver)
+        x_lo = teacher_step(teacher, x_hi, s_hi, s_lo, solver=solver, generator=generator)
     with torch.no_grad():
         y = (f if target is None else target)(x_lo, s_lo.to(x))
     out = f(x_hi, hi)
@@ -848,8 +855,8 @@ def progressive_distillation_loss(student: nn.Module, teacher: samplers.Predicti
     t, mid, s = g[2 * i], g[2 * i + 1], g[2 * i + 2]     # (B,) each
     eps = randn(x.shape, like=x, generator=generator)
     x_t = x + append_dims(t.to(x), x.ndim) * eps
-    x_mid = teacher_step(teacher, x_t, t, mid, solver=solver)
-    x_s = teacher_step(teacher, x_mid, mid, s, solver=solver)
+    x_mid = teacher_step(teacher, x_t, t, mid, solver=solver, generator=generator)
+    x_s = teacher_step(teacher, x_mid, mid, s, solver=solver, generator=generator)
     target = ddim_target(teacher.path, x_t, x_s, t, s)
     c_out = edm_coefficients(t.to(x), student.sigma_data)[1]
     err = (student.denoise(x_t, t.to(x)) - target).flatten(1).square().mean(1)
