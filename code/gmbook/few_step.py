@@ -78,7 +78,6 @@ __all__ = [
     "trajectory_distillation_loss",
 ]
 
-Fn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _check_batch(name: str, x: object) -> Tensor:
@@ -143,8 +142,9 @@ def flow_map(pred: samplers.Prediction, x: Tensor, t: float, s: float, *,
 
 def gaussian_flow_map(x: Tensor, t: float | Tensor, s: float | Tensor, mean: Tensor,
                       var: Tensor, path: samplers.GaussianPath) -> Tensor:
-    r"""The closed-form flow map for Gaussian data :math:`\mathcal N(\mu,
-    \operatorname{diag} v)`, eq. ``eq-fs-gaussian-flow-map``:
+    r"""The closed-form flow map for Gaussian data, eq. ``eq-fs-gaussian-flow-map``.
+
+    For data :math:`\mathcal N(\mu, \operatorname{diag} v)`:
 
     .. math::
 
@@ -387,10 +387,10 @@ def teacher_step(pred: samplers.Prediction, x: Tensor, t: Tensor, s: Tensor, *,
     return out
 
 
-def consistency_loss(f: Fn, x: Tensor, levels: Tensor, *,
+def consistency_loss(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, levels: Tensor, *,
                      teacher: samplers.Prediction | None = None,
                      solver: Callable[..., samplers.SamplePath] = samplers.heun,
-                     target: Fn | None = None, distance: str = "l2",
+                     target: Callable[[Tensor, Tensor], Tensor] | None = None, distance: str = "l2",
                      huber_c: float | None = None, weighting: str = "uniform",
                      level_sampling: str = "uniform", p_mean: float = -1.1,
                      p_std: float = 2.0, generator: torch.Generator | None = None) -> Tensor:
@@ -476,7 +476,8 @@ def consistency_loss(f: Fn, x: Tensor, levels: Tensor, *,
 
 
 @torch.no_grad()
-def multistep_consistency(f: Fn, x: Tensor, sigmas: Tensor | list[float], *,
+def multistep_consistency(f: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                          sigmas: Tensor | list[float], *,
                           sigma_min: float = 0.002,
                           generator: torch.Generator | None = None) -> Tensor:
     r"""Multistep consistency sampling (Song et al., 2023, Algorithm 1), eq.
@@ -700,7 +701,8 @@ def flow_map_pairs(pred: samplers.Prediction, x: Tensor, levels: Tensor, *,
     return path.states.flip(0)
 
 
-def trajectory_distillation_loss(f: Fn, states: Tensor, levels: Tensor, *, batch: int = 256,
+def trajectory_distillation_loss(f: Callable[[Tensor, Tensor], Tensor], states: Tensor,
+                                 levels: Tensor, *, batch: int = 256,
                                  top: float = 0.5, distance: str = "l2",
                                  huber_c: float | None = None,
                                  generator: torch.Generator | None = None) -> Tensor:
