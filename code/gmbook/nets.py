@@ -230,6 +230,11 @@ class MLP(nn.Module):
         zero_init_last: if true, the output layer starts at zero, so the untrained network
             outputs exactly 0 (useful for residual parameterizations and flows that
             should start at the identity).
+        time_scale: the ``scale`` of the :class:`SinusoidalEmbedding` (default 1000, times
+            stretched to DDPM's integer steps). An ODE's velocity that must be smooth in
+            time (a CNF, flow matching) wants a small one, e.g. 10: with 1000 the fastest
+            features turn by 1000 radians over :math:`[0, 1]` and an adaptive solver
+            needs several times more steps.
 
     Example:
         >>> net = MLP(2, hidden=32, depth=2)
@@ -252,6 +257,7 @@ class MLP(nn.Module):
         activation: Callable[[], nn.Module] = nn.SiLU,
         time_dim: int = 0,
         zero_init_last: bool = False,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         _check_int("MLP: in_dim", in_dim)
@@ -284,7 +290,7 @@ class MLP(nn.Module):
         self.time_proj: nn.ModuleList | None = None
         if time_dim > 0:
             self.time_embed = nn.Sequential(  # t: (B,) -> tau(t): (B, hidden)
-                SinusoidalEmbedding(time_dim),
+                SinusoidalEmbedding(time_dim, scale=time_scale),
                 nn.Linear(time_dim, hidden),
                 activation(),
                 nn.Linear(hidden, hidden),
