@@ -551,6 +551,15 @@ class CNF(nn.Module):
         \|v_\theta\|^2 \mathrm dt + \lambda_J \int_0^1 \|\nabla v_\theta\|_F^2
         \mathrm dt\Big].
 
+    A caution measured on two moons: the "log-density" of a coarse fixed-step solve is not
+    the density of any flow, and maximum likelihood through it learns to exploit the
+    solver's error (8 midpoint steps: a training NLL below the data's entropy while the
+    converged solver's KL gap grows to 0.8 nats). Train with ``"dopri5"`` (its error is
+    controlled), or check the likelihood with a converged solver.
+
+    The time convention is flow matching's (noise at 0, data at 1), so a trained
+    :class:`gmbook.flow_matching.FlowMatching` model's ``net`` is a CNF's velocity as is.
+
     Args:
         net: the velocity network, called as ``net(x, t)`` with ``x`` of shape
             ``(B, dim)`` and ``t`` of shape ``(B,)`` (a 0-dim ``t`` for an
