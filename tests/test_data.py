@@ -472,3 +472,27 @@ def test_two_moons_log_prob_gradient_matches_finite_differences():
     (grad,) = torch.autograd.grad(moons.log_prob(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(grad.sum(), x)
+
+
+def test_class_conditional_is_one_class_of_the_toy():
+    """ClassConditional draws the points of one label: its mean and variances match those
+    of the toy's own labelled samples of that class (within 4 standard errors), and it is
+    standardized by the whole toy's standardizer."""
+    from gmbook.data import ClassConditional, EightGaussians, TwoMoons
+
+    for toy, label in ((TwoMoons(), 0), (TwoMoons(), 1), (EightGaussians(), 3)):
+        cls = ClassConditional(toy, label)
+        assert cls.standardizer is toy.standardizer
+        x = cls.sample(20000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        xs, ys = toy.sample_with_labels(40000, generator=torch.Generator().manual_seed(2),
+                                        dtype=torch.float64)
+        ref = xs[ys == label]
+        se = (ref.var(0) / len(ref) + x.var(0) / len(x)).sqrt()
+        assert bool(((x.mean(0) - ref.mean(0)).abs() < 4 * se).all())
+        v, v_ref = x.var(0), ref.var(0)
+        se_v = v_ref * math.sqrt(2 / len(ref) + 2 / len(x))   # Gaussian-like spread
+        assert bool(((v - v_ref).abs() < 4 * se_v).all())
+    with pytest.raises(ValueError):
+        ClassConditional(TwoMoons(), 2)
+    with pytest.raises(TypeError):
+        ClassConditional("moons", 0)

@@ -45,6 +45,7 @@ __all__ = [
     "TOYS",
     "Banana",
     "Checkerboard",
+    "ClassConditional",
     "EightGaussians",
     "Spirals",
     "Standardizer",
@@ -775,6 +776,65 @@ class Spirals(Toy2D):
             "(it is a line integral along the arms); use a toy with an exact log_prob, e.g. "
             "TwoMoons, EightGaussians, Checkerboard or Banana"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassConditional(Toy2D):
+    r"""One class of a labelled toy: the distribution of its points with a given label.
+
+    For :class:`TwoMoons` the class is a moon (0 the upper, 1 the lower: the labels of
+    :meth:`Toy2D.sample_with_labels`), drawn as that moon's arc position, centre and noise;
+    for :class:`EightGaussians` it is one component. Samples are standardized by the *whole*
+    toy's :attr:`standardizer` (a class is then not centred: the lower moon's mean is about
+    :math:`(0.57, -0.77)`), so that they live in the space of the toy's samples. The
+    guidance chapter scores class-conditional models against it; as a frozen dataclass of
+    this module, its scorecard floors can be shipped (:mod:`gmbook.metrics.floors`).
+
+    Args:
+        toy: a :class:`TwoMoons` or :class:`EightGaussians`.
+        label: the class, in ``[0, toy.components)``.
+
+    Example:
+        >>> lower = ClassConditional(TwoMoons(), 1)
+        >>> x = lower.sample(500, generator=torch.Generator().manual_seed(0))
+        >>> bool((TwoMoons().nearest_moon(x) == 1).float().mean() > 0.99)
+        True
+    """
+
+    toy: Toy2D = TwoMoons()
+    label: int = 0
+    components: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.toy, (TwoMoons, EightGaussians)):
+            raise TypeError(f"toy must be a TwoMoons or EightGaussians, got {self.toy!r}")
+        k = type(self.toy).components
+        if isinstance(self.label, bool) or not isinstance(self.label, int) or \
+                not 0 <= self.label < k:
+            raise ValueError(f"label must be an int in [0, {k}), got {self.label!r}")
+
+    @property
+    def standardize(self) -> bool:  # type: ignore[override]
+        """Whether points are standardized, as the whole toy is (its standardizer)."""
+        return self.toy.standardize
+
+    @property
+    def standardizer(self) -> Standardizer:
+        """The whole toy's :class:`Standardizer` (not one fitted to the class)."""
+        return self.toy.standardizer
+
+    def _sample_raw(self, n, generator, device, dtype):
+        toy, y = self.toy, self.label
+        if isinstance(toy, TwoMoons):
+            s = math.pi * _uniform(n, generator, device, dtype)
+            c = torch.stack([1 - torch.cos(s), 0.5 - torch.sin(s)] if y == 1
+                            else [torch.cos(s), torch.sin(s)], dim=-1)     # (n, 2)
+            noise = toy.noise
+        else:
+            c = toy._centres(device, dtype)[y].expand(n, 2)
+            noise = toy.std
+        x = c + noise * _normal((n, 2), generator, device, dtype)
+        return x, torch.full((n,), y, dtype=torch.long, device=x.device)
 
 
 TOYS: dict[str, type[Toy2D]] = {
