@@ -16,9 +16,10 @@ from gmbook.cnf import (
     hutchinson_variance,
     integrate,
     lipschitz_upper_bound,
+    odeint,
     odeint_adjoint,
 )
-from gmbook.flow_matching import gaussian_velocity, odeint
+from gmbook.flow_matching import gaussian_velocity
 from gmbook.nets import MLP
 from gmbook.score import divergence
 
@@ -233,6 +234,13 @@ def test_cnf_dopri5_counts_nfe_and_trains():
     reg = CNF(MLP(2, hidden=16, time_dim=8), dim=2, kinetic=0.1, jacobian=0.1, steps=3,
               divergence="rademacher")
     assert reg.loss(torch.randn(8, 2)).ndim == 0
+
+
+def test_odeint_is_the_flow_matching_solver():
+    """The solver lives in gmbook.cnf (the earlier chapter) and flow matching re-exports it."""
+    import gmbook.flow_matching as fm
+
+    assert fm.odeint is odeint and odeint.__module__ == "gmbook.cnf"
 
 
 def test_argument_checks():

@@ -130,18 +130,6 @@ def test_mlp_time_branch_receives_gradients():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_mlp_time_scale_reaches_the_embedding():
-    """MLP(time_scale=s) embeds t as SinusoidalEmbedding(scale=s) does: the time branch of
-    a scale-10 network at t equals that of a scale-1000 network at t / 100."""
-    torch.manual_seed(0)
-    slow = MLP(2, hidden=8, time_dim=4, time_scale=10.0)
-    fast = MLP(2, hidden=8, time_dim=4)
-    fast.load_state_dict(slow.state_dict())
-    x, t = torch.randn(5, 2), torch.rand(5)
-    torch.testing.assert_close(slow(x, t), fast(x, t / 100))
-    assert slow.time_embed[0].scale == 10.0 and fast.time_embed[0].scale == 1000.0
-
-
 def test_mlp_float64_and_activation():
     net = MLP(2, hidden=8, time_dim=4, activation=nn.Tanh).double()
     y = net(torch.randn(3, 2, dtype=torch.float64), torch.rand(3, dtype=torch.float64))

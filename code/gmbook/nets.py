@@ -237,11 +237,6 @@ class MLP(nn.Module):
         zero_init_last: if true, the output layer starts at zero, so the untrained network
             outputs exactly 0 (useful for residual parameterizations and flows that
             should start at the identity).
-        time_scale: the ``scale`` of the :class:`SinusoidalEmbedding` (default 1000, times
-            stretched to DDPM's integer steps). An ODE's velocity that must be smooth in
-            time (a CNF, flow matching) wants a small one, e.g. 10: with 1000 the fastest
-            features turn by 1000 radians over :math:`[0, 1]` and an adaptive solver
-            needs several times more steps.
 
     Example:
         >>> net = MLP(2, hidden=32, depth=2)
@@ -265,7 +260,6 @@ class MLP(nn.Module):
         time_dim: int = 0,
         time_scale: float = 1000.0,
         zero_init_last: bool = False,
-        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         _check_int("MLP: in_dim", in_dim)
