@@ -164,9 +164,10 @@ def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
     b = x.shape[0]
 
     def ft(xx: Tensor, t: float | Tensor) -> Tensor:
+        t = float(t.detach()) if isinstance(t, Tensor) else float(t)  # a plain number
         if scalar_t:
-            return f(xx, torch.tensor(float(t), device=xx.device, dtype=xx.dtype))
-        return f(xx, torch.full((b,), float(t), device=xx.device, dtype=xx.dtype))
+            return f(xx, torch.tensor(t, device=xx.device, dtype=xx.dtype))
+        return f(xx, torch.full((b,), t, device=xx.device, dtype=xx.dtype))
 
     if solver == "dopri5":
         from torchdiffeq import odeint as _tdq
