@@ -124,6 +124,36 @@ def test_hutchinson_unbiased_with_the_variance_formula(kind):
     assert bool((rad < gauss).all())
 
 
+def test_hutchinson_along_a_path_is_one_quadratic_form():
+    """[prop-cnf-hutchinson] With the probe fixed along a solve, the estimated log-density
+    change is eps^T A eps for one matrix A (the path does not depend on eps): the probes
+    e_1, e_2 and e_1 + e_2 give S = sym(A), its trace is the exact change, every
+    Rademacher estimate is tr S + 2 S_12 eps_1 eps_2, and Gaussian estimates have the mean
+    tr S and the variance 2 ||S||_F^2 of eq-cnf-hutchinson-var."""
+    net = _field(dim=2, gain=2.0)
+    x = torch.randn(1, 2, dtype=torch.float64)
+    opts = dict(t0=1.0, t1=0.0, solver="midpoint", steps=16)
+
+    def change(probe: Tensor) -> Tensor:
+        xr = x.expand(len(probe), 2)
+        return integrate(net, xr, divergence="gaussian", probe=probe, **opts).delta_logp
+
+    e = torch.eye(2, dtype=torch.float64)
+    s11, s22, both = change(torch.stack([e[0], e[1], e[0] + e[1]]))
+    s12 = (both - s11 - s22) / 2
+    exact = integrate(net, x, divergence="exact", **opts).delta_logp[0]
+    torch.testing.assert_close(s11 + s22, exact, rtol=1e-10, atol=1e-10)
+    assert abs(float(s12)) > 1e-2  # a non-trivial off-diagonal part
+    g = torch.Generator().manual_seed(3)
+    signs = draw_probe((400, 2), "rademacher", like=x, generator=g)
+    torch.testing.assert_close(change(signs), exact + 2 * s12 * signs[:, 0] * signs[:, 1],
+                               rtol=1e-10, atol=1e-10)
+    est = change(draw_probe((20_000, 2), "gaussian", like=x, generator=g))
+    var = 2 * (s11**2 + s22**2 + 2 * s12**2)
+    assert abs(float(est.mean() - exact)) < 4 * float((var / len(est)).sqrt())
+    assert abs(float(est.var() / var) - 1) < 0.05
+
+
 def test_hutchinson_variance_zero_for_rademacher_on_a_diagonal_jacobian():
     """[eq-cnf-hutchinson-var] Rademacher probes are exact for a diagonal Jacobian."""
     a = torch.diag(torch.tensor([1.0, -2.0, 0.5]))
