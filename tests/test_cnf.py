@@ -130,7 +130,7 @@ def test_hutchinson_along_a_path_is_one_quadratic_form():
     e_1, e_2 and e_1 + e_2 give S = sym(A), its trace is the exact change, every
     Rademacher estimate is tr S + 2 S_12 eps_1 eps_2, and Gaussian estimates have the mean
     tr S and the variance 2 ||S||_F^2 of eq-cnf-hutchinson-var."""
-    net = _field(dim=2, gain=2.0)
+    net = _field(dim=2, gain=2.0).requires_grad_(False)
     x = torch.randn(1, 2, dtype=torch.float64)
     opts = dict(t0=1.0, t1=0.0, solver="midpoint", steps=16)
 
