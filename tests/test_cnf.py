@@ -124,13 +124,14 @@ def test_hutchinson_unbiased_with_the_variance_formula(kind):
     assert bool((rad < gauss).all())
 
 
+@torch.no_grad()
 def test_hutchinson_along_a_path_is_one_quadratic_form():
     """[prop-cnf-hutchinson] With the probe fixed along a solve, the estimated log-density
     change is eps^T A eps for one matrix A (the path does not depend on eps): the probes
     e_1, e_2 and e_1 + e_2 give S = sym(A), its trace is the exact change, every
     Rademacher estimate is tr S + 2 S_12 eps_1 eps_2, and Gaussian estimates have the mean
     tr S and the variance 2 ||S||_F^2 of eq-cnf-hutchinson-var."""
-    net = _field(dim=2, gain=2.0).requires_grad_(False)
+    net = _field(dim=2, gain=2.0)
     x = torch.randn(1, 2, dtype=torch.float64)
     opts = dict(t0=1.0, t1=0.0, solver="midpoint", steps=16)
 
