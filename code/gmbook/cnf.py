@@ -16,8 +16,8 @@ so a log-density costs one ODE solve of the *augmented state* :math:`(x_t, \ell_
 - the divergence: exact (:func:`gmbook.score.divergence`, ``D`` backward passes) or
   Hutchinson's estimator :math:`\varepsilon^\top \nabla v\, \varepsilon` with Gaussian or
   Rademacher probes (:func:`hutchinson_divergence`, eq. ``eq-cnf-hutchinson``), and the
-  exact variance of the estimator (:func:`hutchinson_variance`, the score chapter's
-  exercise ``sm-ex-hutchinson`` applied to the symmetric part of the Jacobian);
+  exact variance of the estimator (:func:`hutchinson_variance`, proposition
+  ``prop-cnf-hutchinson``: it depends on the symmetric part of the Jacobian only);
 - :func:`integrate`: the augmented ODE (position, log-density change, and optionally the
   kinetic energy :math:`\int \|v\|^2 \mathrm dt` and the Jacobian's Frobenius norm
   :math:`\int \|\nabla v\|_F^2 \mathrm dt`, the regularisers of Finlay et al., 2020, eq.
@@ -267,7 +267,7 @@ def hutchinson_variance(jacobian: Tensor, kind: str = "gaussian") -> Tensor:
 
     With :math:`S = \tfrac12 (A + A^\top)` the symmetric part of the Jacobian (the
     quadratic form only sees it: :math:`\varepsilon^\top A \varepsilon = \varepsilon^\top
-    S \varepsilon`), the score chapter's exercise ``sm-ex-hutchinson`` gives
+    S \varepsilon`), proposition ``prop-cnf-hutchinson`` gives
 
     .. math::
 
@@ -636,10 +636,10 @@ class CNF(nn.Module):
         \|v_\theta\|^2 \mathrm dt + \lambda_J \int_0^1 \|\nabla v_\theta\|_F^2
         \mathrm dt\Big].
 
-    A caution measured on two moons: the "log-density" of a coarse fixed-step solve is not
-    the density of any flow, and maximum likelihood through it learns to exploit the
-    solver's error (8 midpoint steps: a training NLL below the data's entropy while the
-    converged solver's KL gap grows to 0.8 nats). Train with ``"dopri5"`` (its error is
+    A caution: the "log-density" of a coarse fixed-step solve is not the density of any
+    flow (the chapter's exercise ``cnf-ex-euler-mass``), and maximum likelihood through it
+    can learn to exploit the solver's error, a training loss that improves while the
+    converged solver's likelihood does not. Train with ``"dopri5"`` (its error is
     controlled), or check the likelihood with a converged solver.
 
     The time convention is flow matching's (noise at 0, data at 1), so a trained
