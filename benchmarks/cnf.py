@@ -5,7 +5,7 @@ r"""Entry of the chapter "Neural ODEs and continuous normalizing flows" (``gmboo
   started by :data:`FM_STEPS` steps of conditional flow matching (the same network, linear
   path, independent pairs, EMA) and then trained by exact maximum likelihood for
   :data:`ML_STEPS` steps (exact divergence, adaptive ``dopri5`` at tolerance
-  :data:`ML_TOL`, backpropagation through the solver: a fixed-step solver's error is
+  :data:`ML_TOL`, backpropagation through the solver: a fixed-step solver's error can be
   exploited by maximum likelihood). Samples use :data:`SAMPLE_STEPS` midpoint steps; the
   density is the instantaneous change of variables, integrated by ``dopri5`` at
   tolerance 1e-5.
@@ -31,9 +31,9 @@ TIME_SCALE = 10.0
 """Scale of the sinusoidal time embedding (smooth in time: few adaptive steps)."""
 N_TRAIN = 20_000
 """Training points."""
-FM_STEPS = 2000
+FM_STEPS = 3500
 """Flow-matching steps (batches of 256) before maximum likelihood."""
-ML_STEPS = 120
+ML_STEPS = 100
 """Maximum-likelihood steps (batches of 256)."""
 ML_TOL = 1e-3
 """Tolerance (relative and absolute) of ``dopri5`` in training."""
