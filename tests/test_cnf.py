@@ -292,7 +292,7 @@ def test_regularisers_closed_forms():
     hut = integrate(f, x, t1=0.5, regularise=True, divergence="gaussian", steps=50,
                     generator=torch.Generator().manual_seed(5))
     assert abs(float(hut.jacobian.detach().mean()) - 0.5 * float((a**2).sum())) < 0.03
-    diff = (hut.delta_logp - sol.delta_logp).detach() # unbiased, with sd 0.5 (2 ||S||_F^2)^(1/2)
+    diff = (hut.delta_logp - sol.delta_logp).detach()  # unbiased, with sd 0.5 (2 ||S||_F^2)^(1/2)
     assert abs(float(diff.mean())) < 4 * float(diff.std()) / 2000**0.5
     sd = 0.5 * float(hutchinson_variance(a, "gaussian")) ** 0.5
     assert abs(float(diff.std()) / sd - 1) < 0.06
