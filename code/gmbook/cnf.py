@@ -80,7 +80,7 @@ PROBES: tuple[str, ...] = ("gaussian", "rademacher")
 :math:`\\mathbb E[\\varepsilon \\varepsilon^\\top] = I`)."""
 
 DIVERGENCES: tuple[str, ...] = ("exact",) + PROBES
-"""How the divergence is computed: exactly, or by Hutchinson with one probe per point."""
+"""The ways the divergence is computed (exactly, or by Hutchinson with one probe per point)."""
 
 SOLVERS: tuple[str, ...] = ("euler", "midpoint", "heun", "dopri5")
 """ODE solvers of :func:`odeint`."""

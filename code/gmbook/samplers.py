@@ -1206,7 +1206,7 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     ``eq-sm-mixture-score`` of the noised mixture (Tweedie, ``eq-sm-tweedie``). Computed
     in float64 with a log-sum-exp (softmax) over the components and the squared distances
     expanded into one matrix product, so that no ``(B, K, D)`` tensor is formed, in blocks of
-    :data:`_MIXTURE_ROWS` points (about 13 ms of CPU per call for 2000 points and 1024
+    ``_MIXTURE_ROWS`` = 1024 points (about 13 ms of CPU per call for 2000 points and 1024
     components on one thread of this book's CPU under load, less when it is idle; a second
     thread does not help);
     returned in the input's dtype. A batch of several times is handled one distinct time
