@@ -481,7 +481,7 @@ def multistep_consistency(f: Callable[[Tensor, Tensor], Tensor], x: Tensor,
                           sigma_min: float = 0.002,
                           generator: torch.Generator | None = None) -> Tensor:
     r"""Multistep consistency sampling (Song et al., 2023, Algorithm 1), eq.
-    ``eq-fs-cm-multistep``: from :math:`x` at :math:`\tau_1 = ` ``sigmas[0]``,
+    ``eq-fs-cm-multistep``: from :math:`x` at :math:`\tau_1` (``sigmas[0]``),
 
     .. math::
 
