@@ -105,7 +105,7 @@ def test_icov_density_integrates_to_one_on_a_grid():
 def test_hutchinson_unbiased_with_the_variance_formula(kind):
     """[eq-cnf-hutchinson, eq-cnf-hutchinson-var] One-probe estimates average to the exact
     divergence and their variance is 2||S||_F^2 (Gaussian) or 2 sum_{i!=j} S_ij^2
-    (Rademacher), S the symmetric part of the Jacobian (exercise sm-ex-hutchinson)."""
+    (Rademacher), S the symmetric part of the Jacobian ([prop-cnf-hutchinson])."""
     net = _field(dim=3, gain=2.0)
     x = torch.randn(4, 3, dtype=torch.float64)
     t = torch.tensor(0.5, dtype=torch.float64)
