@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gmbook._checks import (check_bool, check_generator, check_int, check_nonnegative,
-                            check_positive, check_real, describe)
+                            check_positive, check_real, check_shape, describe)
 
 
 def test_valid_values_pass_through_as_plain_python_types():
@@ -16,6 +16,7 @@ def test_valid_values_pass_through_as_plain_python_types():
     assert check_nonnegative("x", 0) == 0.0 and check_bool("b", False) is False
     g = torch.Generator()
     assert check_generator(g) is g and check_generator(None) is None
+    assert check_shape("shape", (1, 8, 8)) == (1, 8, 8)
 
 
 @pytest.mark.parametrize("call, error, message", [
@@ -29,6 +30,10 @@ def test_valid_values_pass_through_as_plain_python_types():
     (lambda: check_nonnegative("x", -1), ValueError, "x must be >= 0"),
     (lambda: check_bool("flag", 1), TypeError, "flag must be a bool"),
     (lambda: check_generator(0), TypeError, "torch.Generator or None"),
+    (lambda: check_shape("EDM: shape", ()), ValueError, "EDM: shape must be a tuple"),
+    (lambda: check_shape("shape", [2]), ValueError, "shape must be a tuple of positive"),
+    (lambda: check_shape("shape", (2, 0)), ValueError, r"got \(2, 0\)"),
+    (lambda: check_shape("shape", (True,)), ValueError, "positive ints"),
 ])
 def test_bad_values_raise_with_the_argument_name(call, error, message):
     with pytest.raises(error, match=message):

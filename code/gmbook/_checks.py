@@ -67,6 +67,15 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+def check_shape(name: str, value: object) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints (bools refused), e.g. a model's sample shape."""
+    if (not isinstance(value, tuple) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                       for s in value)):
+        raise ValueError(f"{name} must be a tuple of positive ints, got {value!r}")
+    return value
+
+
 def check_generator(generator: object) -> torch.Generator | None:
     """A ``torch.Generator`` or ``None``."""
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -53,6 +53,7 @@ from gmbook._checks import (
     check_nonnegative,
     check_positive,
     check_real,
+    check_shape,
     describe,
 )
 from gmbook._random import randn
@@ -211,8 +212,7 @@ def draw_probe(shape: tuple[int, ...], kind: str = "rademacher", *, like: Tensor
     Returns:
         Probes of ``shape``.
     """
-    if not isinstance(shape, tuple) or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"draw_probe: shape must be a tuple of positive ints, got {shape!r}")
+    check_shape("draw_probe: shape", shape)
     _check_choice("kind", kind, PROBES)
     eps = randn(shape, like=like, generator=check_generator(generator))
     return eps.sign() if kind == "rademacher" else eps

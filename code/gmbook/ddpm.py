@@ -43,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from gmbook import samplers
-from gmbook._checks import check_bool, check_generator, check_int, check_positive, describe
+from gmbook._checks import (check_bool, check_generator, check_int, check_positive, check_shape,
+                            describe)
 from gmbook._random import randn
 from gmbook.nets import MLP, append_dims
 
@@ -473,10 +474,7 @@ class DDPM(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"DDPM: net must be an nn.Module, got {describe(net)}")
-        if not isinstance(shape, tuple) or not shape or not all(
-            isinstance(s, int) and s > 0 for s in shape
-        ):
-            raise ValueError(f"DDPM: shape must be a tuple of positive ints, got {shape!r}")
+        shape = check_shape("DDPM: shape", shape)
         T = check_int("T", T)
         if prediction not in _PREDICTIONS:
             raise ValueError(f"DDPM: prediction must be one of {_PREDICTIONS}, got {prediction!r}")

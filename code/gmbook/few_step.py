@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from gmbook import samplers
 from gmbook._checks import (check_generator, check_int, check_positive, check_real,
-                            describe)
+                            check_shape, describe)
 from gmbook._random import rand, randn
 from gmbook.nets import append_dims
 from gmbook.sde import edm_coefficients
@@ -560,11 +560,7 @@ class ConsistencyModel(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"ConsistencyModel: net must be an nn.Module, got {describe(net)}")
-        if (not isinstance(shape, tuple) or not shape
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                           for s in shape)):
-            raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
-        self.net, self.shape = net, shape
+        self.net, self.shape = net, check_shape("ConsistencyModel: shape", shape)
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
@@ -951,11 +947,7 @@ class MeanFlow(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"MeanFlow: net must be an nn.Module, got {describe(net)}")
-        if (not isinstance(shape, tuple) or not shape
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                           for s in shape)):
-            raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
-        self.net, self.shape = net, shape
+        self.net, self.shape = net, check_shape("MeanFlow: shape", shape)
         self.equal = check_real("equal", equal)
         if not 0 <= self.equal < 1:
             raise ValueError(f"equal must be in [0, 1), got {equal}")

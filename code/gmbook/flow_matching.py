@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from gmbook import samplers
 from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
+from gmbook._checks import check_shape as _check_shape
 from gmbook._random import rand as _rand
 from gmbook._random import randn as _randn
 from gmbook.cnf import odeint  # noqa: F401 (public name here too; defined in the CNF chapter)
@@ -512,11 +513,8 @@ class FlowMatching(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"FlowMatching: net must be an nn.Module, got {type(net).__name__}")
-        if (not isinstance(shape, tuple) or not shape
-                or not all(isinstance(s, int) and s > 0 for s in shape)):
-            raise ValueError(f"FlowMatching: shape must be a tuple of positive ints, got {shape!r}")
         self.net = net
-        self.shape = shape
+        self.shape = _check_shape("FlowMatching: shape", shape)
         self.path = _check_choice("path", path, PATHS)
         self.coupling = _check_choice("coupling", coupling, COUPLINGS)
         self.time_sampling = _check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)

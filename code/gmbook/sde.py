@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from gmbook import samplers
-from gmbook._checks import check_generator, check_int, check_positive, check_real, describe
+from gmbook._checks import (check_generator, check_int, check_positive, check_real, check_shape,
+                            describe)
 from gmbook._random import rand, randn
 from gmbook.nets import MLP, append_dims
 from gmbook.score import divergence
@@ -233,11 +234,7 @@ class EDM(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"EDM: net must be an nn.Module, got {describe(net)}")
-        if (not isinstance(shape, tuple) or not shape
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                           for s in shape)):
-            raise ValueError(f"EDM: shape must be a tuple of positive ints, got {shape!r}")
-        self.net, self.shape = net, shape
+        self.net, self.shape = net, check_shape("EDM: shape", shape)
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.p_mean = check_real("p_mean", p_mean)
         self.p_std = check_positive("p_std", p_std)
