@@ -28,6 +28,7 @@ __all__ = [
     "CheckResult",
     "Checker",
     "Hint",
+    "NamedFunction",
     "available",
     "check",
     "get_checker",
@@ -76,6 +77,23 @@ class Case:
             raise TypeError("Case.description must be a non-empty str")
         if not isinstance(self.args, tuple):
             raise TypeError(f"Case.args must be a tuple, got {type(self.args).__name__}")
+
+
+@dataclass(frozen=True)
+class NamedFunction:
+    """A function given to a checker as an argument (a score, a velocity field), with a short
+    name for reports; two are equal when their names and parameters are, which keeps cases
+    reproducible and comparable."""
+
+    name: str
+    params: tuple
+    fn: Callable[..., Any] = field(compare=False)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)

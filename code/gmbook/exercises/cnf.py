@@ -3,7 +3,6 @@ r"""Checkers of the chapter *Neural ODEs and continuous normalizing flows*."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -14,6 +13,7 @@ from gmbook.exercises._framework import (
     Case,
     Checker,
     Hint,
+    NamedFunction,
     fmt_dtype,
     randint,
     register,
@@ -22,20 +22,7 @@ from gmbook.exercises._framework import (
 # -- exact_divergence ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Field:
-    """A velocity field ``(B, D) -> (B, D)`` with a short name for reports; two are equal
-    when their names and parameters are (reproducible cases)."""
-
-    name: str
-    params: tuple
-    fn: Callable[[Tensor], Tensor] = field(compare=False)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def __repr__(self) -> str:
-        return self.name
+_Field = NamedFunction  # a velocity field (B, D) -> (B, D)
 
 
 def _linear_field(a: Tensor, b: Tensor) -> _Field:

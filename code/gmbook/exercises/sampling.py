@@ -3,7 +3,6 @@ r"""Checkers of the chapter *Sampling and Markov chain Monte Carlo*."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -14,6 +13,7 @@ from gmbook.exercises._framework import (
     Case,
     Checker,
     Hint,
+    NamedFunction,
     fmt_dtype,
     randint,
     register,
@@ -148,20 +148,7 @@ register(
 # -- leapfrog --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Score:
-    """A gradient of a log-density ``(C, D) -> (C, D)`` with a short name for reports; two
-    are equal when their names and the target's parameters are (reproducible cases)."""
-
-    name: str
-    params: tuple
-    fn: Callable[[Tensor], Tensor] = field(compare=False)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def __repr__(self) -> str:
-        return self.name
+_Score = NamedFunction  # a gradient of a log-density (C, D) -> (C, D)
 
 
 def _gaussian_score(mean: Tensor, precision: Tensor) -> _Score:
