@@ -226,6 +226,44 @@ def test_cfg_at_weight_one_samples_the_exact_conditional(moons):
     assert not ok(run(0.0)) and not ok(run(3.0))
 
 
+def test_guided_sampler_overshoots_the_tilted_mean():
+    """[prop-guid-not-tilted] With p(x) = N(0, a^2), p(x | c) = N(mu, b^2), b < a, and exact
+    scores, classifier-free guidance (eq-guid-cfg) at w = 4 run by the probability-flow ODE
+    from the prior's mean at sigma = 1e4 ends at the mean [eq-guid-overshoot]: strictly
+    between the tilted target's mean m (eq-guid-tilted) and w mu, and equal to the
+    integral of m_sigma [eq-guid-guided-gaussian] against K computed by quadrature. At w = 1
+    the same run ends at mu (no overshoot), so the test can tell the two apart."""
+    a, b, mu = 1.0, 0.5, 1.0
+    path = samplers.VEPath(1e4)
+    one = torch.ones(1, dtype=f64)
+
+    def gauss(mean, var):
+        return samplers.mixture_prediction(one, torch.tensor([[mean]], dtype=f64),
+                                           torch.tensor([[var]], dtype=f64), path)
+
+    grid = samplers.karras_grid(path, 400, sigma_min=1e-3, sigma_max=1e4)
+    x0 = torch.zeros(1, 1, dtype=f64)
+
+    def end(w):
+        return samplers.dpm_solver_pp_2m(cfg(gauss(0.0, a * a), gauss(mu, b * b), w), x0,
+                                         grid).samples.item()
+
+    w = 4.0
+    lam = (1 - w) / a**2 + w / b**2
+    m = w * mu / (b * b * lam)
+    # quadrature of the proposition's K over tau = sigma^2 on a log grid, to 1e8
+    tau = torch.logspace(-8, 8, 200_001, dtype=f64)
+    lam_t = (1 - w) / (a * a + tau) + w / (b * b + tau)
+    m_t = w * mu / ((b * b + tau) * lam_t)
+    dlam = 0.5 * lam_t * torch.gradient(tau)[0]
+    big_lam = torch.cumsum(dlam, 0)
+    mean = float((dlam * torch.exp(-big_lam) * m_t).sum())
+    got = end(w)
+    assert m + 0.2 < got < w * mu - 2
+    assert abs(got - mean) < 0.01 * (got - m)
+    assert abs(end(1.0) - mu) < 1e-3
+
+
 def test_dps_on_a_gaussian_prior():
     """eq-guid-dps on a Gaussian prior N(m, s^2 I) with the linear observation y = x_1 +
     sigma_y eta: with Tweedie's covariance the guided probability-flow ODE samples the
