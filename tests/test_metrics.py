@@ -42,6 +42,7 @@ from gmbook.metrics import (
     nll,
     nll_report,
     paired_difference,
+    paired_rows,
     paired_kl,
     precision_recall,
     scorecard,
@@ -898,6 +899,34 @@ def test_paired_difference_of_a_model_with_itself_is_zero():
     d = paired_difference(x, x, TwoMoons(), metric="w2", n=500, repeats=4, generator=gen(71))
     assert d.mean == 0 and d.se == 0 and d.values_a == d.values_b
     assert d.correlation == pytest.approx(1.0)
+
+
+def test_paired_rows_equals_paired_difference_on_the_same_data_sets():
+    """[eq-ratio-se] Two scorecards of tensors with one generator seed score against the same
+    data sets; paired_rows on their rows gives paired_difference's numbers without scoring
+    again, and refuses rows of different metrics, floors or repeat counts."""
+    data = TwoMoons()
+    xa = 1.1 * data.sample(4 * 500, generator=gen(80))
+    xb = data.sample(4 * 500, generator=gen(81))
+    kw = dict(n=500, repeats=4, metrics=("sw2",), n_projections=32)
+    ra = scorecard(xa, data, generator=gen(82), **kw)["sw2"]
+    rb = scorecard(xb, data, generator=gen(82), **kw)["sw2"]
+    got = paired_rows(ra, rb, n=500)
+    want = paired_difference(xa, xb, data, metric="sw2", n=500, repeats=4, generator=gen(82),
+                             n_projections=32)
+    assert got.values_a == pytest.approx(want.values_a)
+    assert got.values_b == pytest.approx(want.values_b)
+    assert got.ratio_mean == pytest.approx(want.ratio_mean)
+    assert got.ratio_se == pytest.approx(want.ratio_se)
+    assert got.ratio_se > got.se / got.floor_mean  # the floor's error is in it
+    other = scorecard(xa, data, generator=gen(82), n=500, repeats=4, metrics=("energy",))
+    with pytest.raises(ValueError):
+        paired_rows(ra, other["energy"], n=500)
+    with pytest.raises(ValueError):
+        paired_rows(ra, scorecard(xb, data, generator=gen(82), n=500, repeats=3,
+                                  metrics=("sw2",), n_projections=32)["sw2"], n=500)
+    with pytest.raises(TypeError):
+        paired_rows(ra, 1.0, n=500)
 
 
 # --------------------------------------------------------------------------- bad input

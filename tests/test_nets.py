@@ -175,6 +175,24 @@ def test_mlp_input_and_construction_errors():
         MLP(2.0)  # type: ignore[arg-type]
 
 
+def test_mlp_time_scale_reaches_the_embedding():
+    """``time_scale`` is the embedding's factor s in ``e(s t)``: the network with scale s
+    at time t equals, weight for weight, the default network (s = 1000) at time s t / 1000."""
+    torch.manual_seed(0)
+    default = MLP(2, hidden=8, depth=2, time_dim=6).double()
+    slow = MLP(2, hidden=8, depth=2, time_dim=6, time_scale=2.5).double()
+    assert default.time_embed[0].scale == 1000.0 and slow.time_embed[0].scale == 2.5
+    slow.load_state_dict(default.state_dict())
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    torch.testing.assert_close(slow(x, t), default(x, t * 2.5 / 1000))
+    assert not torch.allclose(slow(x, t), default(x, t))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="time_scale"):
+            MLP(2, time_dim=4, time_scale=bad)
+    with pytest.raises(TypeError, match="time_scale"):
+        MLP(2, time_dim=4, time_scale="1")  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- count_parameters
 
 

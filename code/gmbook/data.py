@@ -815,7 +815,7 @@ class ClassConditional(Toy2D):
 
     @property
     def standardize(self) -> bool:  # type: ignore[override]
-        """The toy's: a class is standardized as the whole toy is."""
+        """Whether points are standardized, as the whole toy is (its standardizer)."""
         return self.toy.standardize
 
     @property

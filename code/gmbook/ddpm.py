@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from gmbook import samplers
 from gmbook._checks import check_bool, check_generator, check_int, check_positive, describe
 from gmbook._random import randn
-from gmbook.nets import append_dims
+from gmbook.nets import MLP, append_dims
 
 __all__ = [
     "DDPM",
@@ -620,8 +620,11 @@ class DDPM(nn.Module):
                 standardized data.
         """
         path = self.path()
+        scalar = isinstance(self.net, MLP)  # takes one time for the batch
 
         def net(x: Tensor, t: Tensor) -> Tensor:
+            if scalar and t.ndim == 1 and bool((t == t[0]).all()):
+                t = t[0]  # a sampler's step: the time branch runs once, not per row
             return self.net(x.flatten(1), t).reshape(x.shape)
 
         pred = samplers.Prediction(net, self.kind, path)

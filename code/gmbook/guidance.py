@@ -114,10 +114,10 @@ class LabelledMixture:
 
     .. math::
 
-        p(x) = \sum_k w_k\, \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
-        p(x \mid c) = \frac{1}{\pi_c} \sum_{k : y_k = c} w_k\,
-        \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
-        \pi_c = \sum_{k : y_k = c} w_k ,
+        p(x) &= \sum_k w_k\, \mathcal N(x; \mu_k, \operatorname{diag} v_k), \qquad
+        \pi_c = \sum_{k : y_k = c} w_k , \\
+        p(x \mid c) &= \frac{1}{\pi_c} \sum_{k : y_k = c} w_k\,
+        \mathcal N(x; \mu_k, \operatorname{diag} v_k) ,
 
     eq. ``eq-guid-cond-mixture``: each class is a mixture, so under a Gaussian path
     :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` its noised density is the mixture with
@@ -621,9 +621,9 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
 
     .. math::
 
-        \nabla \log p_t(x \mid y) \approx \nabla \log p_t(x) + \zeta\,
-        \nabla_x \log \mathcal N\big(y;\, A \hat x_0(x, t),\, \Sigma_t\big),
-        \qquad \Sigma_t = \sigma_y^2 I \ \text{(DPS)} \quad\text{or}\quad
+        \nabla \log p_t(x \mid y) &\approx \nabla \log p_t(x) + \zeta\,
+        \nabla_x \log \mathcal N\big(y;\, A \hat x_0(x, t),\, \Sigma_t\big), \\
+        \Sigma_t &= \sigma_y^2 I \ \text{(DPS)} \quad\text{or}\quad
         \sigma_y^2 I + \frac{\sigma_t^2}{\alpha_t} A \frac{\partial \hat x_0}{\partial x}
         A^\top \ \text{(with ``tweedie``)},
 
@@ -1008,28 +1008,18 @@ class ConditionalEDM(EDM):
         F_\theta(c_{\mathrm{in}} x; c_{\mathrm{noise}}, c)`, eq. ``eq-sde-edm-precond``;
         ``labels`` an int, ``(B,)`` int64, or ``None`` for the unconditional denoiser."""
         x = self._check_batch(x)
-        lab = self._labels(labels, x.shape[0], x.device)
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 1 and sigma.numel() == x.shape[0] and sigma.numel() > 0 \
-                and bool((sigma == sigma[0]).all()):
-            sigma = sigma[0]
-        if sigma.ndim not in (0, 1) or (sigma.ndim == 1 and sigma.shape[0] != x.shape[0]):
-            raise ValueError(f"sigma must be a number or have shape (B,) = ({x.shape[0]},), "
-                             f"got {tuple(sigma.shape)}")
-        c_skip, c_out, c_in, c_noise = self._coefficients(sigma)
-        b = (lambda c: append_dims(c, x.ndim)) if sigma.ndim == 1 else (lambda c: c)
-        f = self.net((b(c_in) * x).flatten(1), c_noise, lab).view_as(x)
-        return b(c_skip) * x + b(c_out) * f
+        return super().denoise(x, sigma, self._labels(labels, x.shape[0], x.device))
 
     def loss(self, x: Tensor, labels: Tensor, *,
              generator: torch.Generator | None = None) -> Tensor:
-        r"""EDM's loss, eq. ``eq-sde-edm-loss``, with label dropout: each label is replaced
-        by the null label with probability ``p_uncond``.
+        r"""EDM's loss, eq. ``eq-sde-edm-loss`` (:meth:`gmbook.sde.EDM.loss`), with label
+        dropout: each label is replaced by the null label with probability ``p_uncond``.
 
         Args:
             x: clean data ``(B, *D)``.
             labels: their classes ``(B,)``, int64 in ``[0, classes)``.
-            generator: randomness of the dropout, the noise levels and the noise.
+            generator: randomness of the dropout (drawn first), the noise levels and the
+                noise.
         """
         x = self._check_batch(x)
         labels = self._labels(labels, x.shape[0], x.device)
@@ -1038,25 +1028,11 @@ class ConditionalEDM(EDM):
         generator = check_generator(generator)
         drop = rand((x.shape[0],), like=x, generator=generator) < self.p_uncond
         lab = torch.where(drop, torch.full_like(labels, self.classes), labels)
-        z = randn((x.shape[0],), like=x, generator=generator)
-        sigma = (self.p_mean + self.p_std * z).exp()
-        eps = randn(x.shape, like=x, generator=generator)
-        x_noisy = x + append_dims(sigma, x.ndim) * eps
-        c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim)
-                                        for c in self._coefficients(sigma))
-        f = self.net((c_in * x_noisy).flatten(1), c_noise.flatten(), lab).view_as(x)
-        target = (x - c_skip * x_noisy) / c_out
-        err = (f - target) ** 2
-        edm_weight = self.weighting == "edm"
-        if edm_weight != self.precondition:
-            from gmbook.sde import edm_coefficients
-            c_edm = append_dims(edm_coefficients(sigma, self.sigma_data)[1], x.ndim)
-            err = err * (c_out / c_edm) ** 2 if edm_weight else err * c_out**2
-        return err.mean()
+        return super().loss(x, cond=lab, generator=generator)
 
     def prediction(self, label: int | None = None) -> samplers.Prediction:
         r"""The denoiser of class ``label`` (``None``: unconditional) as an ``"x0"``
-        :class:`gmbook.samplers.Prediction` on :meth:`path`."""
+        :class:`gmbook.samplers.Prediction` on :meth:`gmbook.sde.EDM.path`."""
         if label is not None:
             self._labels(label, 1, torch.device("cpu"))
         return samplers.Prediction(lambda x, t: self.denoise(x, t, label), "x0", self.path())

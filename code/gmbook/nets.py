@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gmbook._checks import check_int as _check_int
+from gmbook._checks import check_positive as _check_positive
 
 __all__ = [
     "DigitClassifier",
@@ -227,6 +228,12 @@ class MLP(nn.Module):
             ``nn.ReLU`` or ``nn.Tanh``.
         time_dim: size of the sinusoidal time embedding; ``0`` (default) means no time
             input. Must be even.
+        time_scale: the factor :math:`s > 0` that multiplies ``t`` before the sinusoids
+            (the ``scale`` of :class:`SinusoidalEmbedding`). The default 1000 suits times
+            in :math:`[0, 1]`; for an input such as EDM's
+            :math:`c_{\mathrm{noise}} = \tfrac14 \ln\sigma` it makes the fastest feature
+            :math:`\cos(250 \ln\sigma)`, so a smaller factor (EDM itself uses none) gives
+            a smoother function of the input. Ignored without time.
         zero_init_last: if true, the output layer starts at zero, so the untrained network
             outputs exactly 0 (useful for residual parameterizations and flows that
             should start at the identity).
@@ -251,6 +258,7 @@ class MLP(nn.Module):
         depth: int = 3,
         activation: Callable[[], nn.Module] = nn.SiLU,
         time_dim: int = 0,
+        time_scale: float = 1000.0,
         zero_init_last: bool = False,
     ) -> None:
         super().__init__()
@@ -262,6 +270,7 @@ class MLP(nn.Module):
         _check_int("MLP: time_dim", time_dim, minimum=0)
         if time_dim % 2:
             raise ValueError(f"MLP: time_dim must be even (or 0 for no time), got {time_dim}")
+        time_scale = _check_positive("MLP: time_scale", time_scale)
         if not callable(activation):
             raise TypeError("MLP: activation must be a callable returning an nn.Module")
         act = activation()
@@ -284,7 +293,7 @@ class MLP(nn.Module):
         self.time_proj: nn.ModuleList | None = None
         if time_dim > 0:
             self.time_embed = nn.Sequential(  # t: (B,) -> tau(t): (B, hidden)
-                SinusoidalEmbedding(time_dim),
+                SinusoidalEmbedding(time_dim, scale=time_scale),
                 nn.Linear(time_dim, hidden),
                 activation(),
                 nn.Linear(hidden, hidden),

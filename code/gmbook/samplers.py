@@ -325,10 +325,11 @@ class Prediction:
                      for f in (p.alpha, p.sigma, p.d_alpha, p.d_sigma))
 
     def x0_eps(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``(x0_hat, eps_hat)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)``: one network call."""
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        out = self.fn(x, t)
-        a, s, da, ds = self._coef(x, t)
+        r"""``(x0_hat, eps_hat)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)`` or one time ``()``:
+        one network call (the network always gets ``t`` as ``(B,)``)."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        out = self.fn(x, t.expand(x.shape[0]))
+        a, s, da, ds = self._coef(x, t)  # one time: the coefficients once, not per row
         if self.kind == "eps":
             return (x - s * out) / a, out
         if self.kind == "x0":
@@ -350,13 +351,13 @@ class Prediction:
     def velocity_x0(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(velocity, x0_hat)`` from one network call."""
         x0, eps = self.x0_eps(x, t)
-        _, _, da, ds = self._coef(x, torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]))
+        _, _, da, ds = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device))
         return da * x0 + ds * eps, x0
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         r"""The score :math:`-\hat\varepsilon / \sigma_t`."""
         _, eps = self.x0_eps(x, t)
-        _, s, _, _ = self._coef(x, torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]))
+        _, s, _, _ = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device))
         return -eps / s
 
 

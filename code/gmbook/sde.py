@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from gmbook import samplers
 from gmbook._checks import check_generator, check_int, check_positive, check_real, describe
-from gmbook._random import randn
+from gmbook._random import rand, randn
 from gmbook.nets import MLP, append_dims
 from gmbook.score import divergence
 
@@ -204,6 +204,10 @@ class EDM(nn.Module):
         shape: the shape ``D`` of one data point.
         sigma_data: :math:`\sigma_d`, the data's standard deviation per coordinate.
         p_mean, p_std: the log-normal training distribution of :math:`\sigma`.
+        levels: the training distribution of :math:`\sigma`: ``"lognormal"`` (EDM's,
+            with ``p_mean`` and ``p_std``) or ``"loguniform"`` (:math:`\ln\sigma` uniform
+            on :math:`[\ln\sigma_{\min}, \ln\sigma_{\max}]`, the ends of the sampling
+            grid; ``p_mean`` and ``p_std`` are then unused).
         sigma_min, sigma_max: the ends of the default sampling grid (:meth:`grid`);
             :meth:`log_prob` integrates up to ``sigma_max`` too.
         rho: the exponent of EDM's time grid (:func:`gmbook.samplers.karras_grid`).
@@ -224,7 +228,8 @@ class EDM(nn.Module):
     def __init__(self, net: nn.Module, *, shape: tuple[int, ...] = (2,),
                  sigma_data: float = 1.0, p_mean: float = -1.2, p_std: float = 1.2,
                  sigma_min: float = 0.02, sigma_max: float = 3.0, rho: float = 7.0,
-                 precondition: bool = True, weighting: str | None = None) -> None:
+                 precondition: bool = True, weighting: str | None = None,
+                 levels: str = "lognormal") -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"EDM: net must be an nn.Module, got {describe(net)}")
@@ -249,12 +254,16 @@ class EDM(nn.Module):
         if weighting not in ("edm", "unit"):
             raise ValueError(f"weighting must be 'edm', 'unit' or None, got {weighting!r}")
         self.weighting = weighting
+        if levels not in ("lognormal", "loguniform"):
+            raise ValueError(f"levels must be 'lognormal' or 'loguniform', got {levels!r}")
+        self.levels = levels
 
     def extra_repr(self) -> str:
         return (f"shape={self.shape}, sigma_data={self.sigma_data:g}, p_mean={self.p_mean:g}, "
                 f"p_std={self.p_std:g}, sigma_min={self.sigma_min:g}, "
                 f"sigma_max={self.sigma_max:g}, rho={self.rho:g}, "
-                f"precondition={self.precondition}, weighting={self.weighting!r}")
+                f"precondition={self.precondition}, weighting={self.weighting!r}, "
+                f"levels={self.levels!r}")
 
     def _check_batch(self, x: object, name: str = "x") -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -269,7 +278,7 @@ class EDM(nn.Module):
         one = torch.ones_like(sigma)
         return 0 * one, one, one, sigma.log() / 4
 
-    def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+    def denoise(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
         r"""The denoiser :math:`D_\theta(x; \sigma) = c_{\mathrm{skip}} x + c_{\mathrm{out}}
         F_\theta(c_{\mathrm{in}} x; c_{\mathrm{noise}})`, eq. ``eq-sde-edm-precond``.
 
@@ -277,6 +286,9 @@ class EDM(nn.Module):
             x: noisy points, shape ``(B, *D)``.
             sigma: their noise levels, shape ``(B,)``, or one level (a number or 0-dim
                 tensor) for the whole batch (the network's time branch then runs once).
+            cond: a condition passed unchanged to the network as its third argument,
+                ``net(x, c_noise, cond)`` (e.g. class labels,
+                :class:`gmbook.guidance.ConditionalEDM`); ``None``: ``net(x, c_noise)``.
 
         Returns:
             The denoised points, shape ``(B, *D)``.
@@ -291,14 +303,19 @@ class EDM(nn.Module):
                              f"got {tuple(sigma.shape)}")
         c_skip, c_out, c_in, c_noise = self._coefficients(sigma)
         b = (lambda c: append_dims(c, x.ndim)) if sigma.ndim == 1 else (lambda c: c)
-        f = self.net((b(c_in) * x).flatten(1), c_noise).view_as(x)  # (B, prod D) -> (B, *D)
+        f = self._net((b(c_in) * x).flatten(1), c_noise, cond).view_as(x)  # (B, *D)
         return b(c_skip) * x + b(c_out) * f
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def _net(self, z: Tensor, c_noise: Tensor, cond: Tensor | None) -> Tensor:
+        return self.net(z, c_noise) if cond is None else self.net(z, c_noise, cond)
+
+    def loss(self, x: Tensor, *, cond: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         r"""EDM's weighted denoising loss on a minibatch, eq. ``eq-sde-edm-loss``.
 
         Args:
             x: clean data, shape ``(B, *D)``.
+            cond: a condition per point passed to the network, as in :meth:`denoise`.
             generator: randomness of the noise levels and the noise.
 
         Returns:
@@ -306,13 +323,18 @@ class EDM(nn.Module):
         """
         x = self._check_batch(x)
         generator = check_generator(generator)
-        z = randn((x.shape[0],), like=x, generator=generator)
-        sigma = (self.p_mean + self.p_std * z).exp()  # (B,), log-normal
+        if self.levels == "lognormal":
+            z = randn((x.shape[0],), like=x, generator=generator)
+            sigma = (self.p_mean + self.p_std * z).exp()  # (B,), log-normal
+        else:  # log-uniform on [sigma_min, sigma_max]
+            u = rand((x.shape[0],), like=x, generator=generator)
+            lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+            sigma = (lo + (hi - lo) * u).exp()  # (B,)
         eps = randn(x.shape, like=x, generator=generator)
         x_noisy = x + append_dims(sigma, x.ndim) * eps
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim)
                                         for c in self._coefficients(sigma))
-        f = self.net((c_in * x_noisy).flatten(1), c_noise.flatten()).view_as(x)
+        f = self._net((c_in * x_noisy).flatten(1), c_noise.flatten(), cond).view_as(x)
         target = (x - c_skip * x_noisy) / c_out  # unit variance with preconditioning
         # ||F - target||^2 = ||D - x0||^2 / c_out^2: the weight c_out^-2 of EDM when the
         # preconditioning's own c_out is EDM's; otherwise reweight to the asked lambda
@@ -404,6 +426,63 @@ class EDM(nn.Module):
         out = sampler(self.prediction(), x, grid, generator=generator,
                       return_path=return_path, **options)
         return out if return_path else out.samples
+
+    @torch.no_grad()
+    def nll_bound(self, x: Tensor, *, levels: int = 64, sigma_min: float = 0.002,
+                  generator: torch.Generator | None = None) -> Tensor:
+        r"""The continuous-time variational bound on :math:`-\log p(x)` of the reverse SDE
+        with this denoiser (Kingma et al., 2021, on the VE path; Song et al., 2021),
+        eq. ``eq-sde-elbo``, in nats per example:
+
+        .. math::
+
+            \mathrm{KL}\big(\mathcal N(x, \sigma_{\max}^2 I) \,\|\, \pi\big)
+            + \tfrac D2 \log(2\pi e\, \sigma_{\min}^2)
+            + \int_{\ln\sigma_{\min}}^{\ln\sigma_{\max}}
+              \mathbb E_\varepsilon \frac{\|x - D_\theta(x + \sigma\varepsilon;
+              \sigma)\|^2}{\sigma^2}\, \mathrm d\ln\sigma ,
+
+        with the prior :math:`\pi = \mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)` of
+        :meth:`prior` and the decoder :math:`p(x \mid x_{\sigma_{\min}}) = \mathcal
+        N(x; x_{\sigma_{\min}}, \sigma_{\min}^2 I)`, whose expected negative log-density
+        is the middle term. The integral (the diffusion term, :math:`\frac12\int
+        -\mathrm{SNR}'\, \|x - \hat x_0\|^2`, with :math:`\mathrm{SNR} = \sigma^{-2}`) is
+        estimated by Monte Carlo with ``levels`` stratified levels per example, uniform in
+        :math:`\ln\sigma`, and one noise draw each: unbiased, so the mean over examples
+        estimates the bound's mean.
+
+        Args:
+            x: clean points, shape ``(B, *D)``.
+            levels: Monte Carlo levels per example.
+            sigma_min: the smallest level (the decoder's standard deviation).
+            generator: randomness of the levels and the noise.
+
+        Returns:
+            The bound, shape ``(B,)``.
+        """
+        x = self._check_batch(x)
+        levels = check_int("levels", levels)
+        sigma_min = check_positive("sigma_min", sigma_min)
+        if not sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min must be below sigma_max = {self.sigma_max}, "
+                             f"got {sigma_min}")
+        generator = check_generator(generator)
+        b, d = x.shape[0], int(math.prod(self.shape))
+        lo, hi = math.log(sigma_min), math.log(self.sigma_max)
+        strata = torch.arange(levels, dtype=x.dtype, device=x.device)  # (K,)
+        u = (strata + rand((b, levels), like=x, generator=generator)) / levels  # (B, K)
+        sigma = (lo + (hi - lo) * u).exp().reshape(-1)  # (B K,)
+        x0 = x.repeat_interleave(levels, dim=0)  # (B K, *D)
+        eps = randn(x0.shape, like=x, generator=generator)
+        err = (self.denoise(x0 + append_dims(sigma, x.ndim) * eps, sigma) - x0)
+        err = err.square().flatten(1).sum(1) / sigma**2  # (B K,)
+        diffusion = (hi - lo) * err.reshape(b, levels).mean(1)  # (B,)
+        var = self.sigma_max**2 + self.sigma_data**2
+        sq = x.flatten(1).square().sum(1)
+        prior_kl = 0.5 * (d * self.sigma_max**2 / var + sq / var - d
+                          - d * math.log(self.sigma_max**2 / var))
+        decoder = 0.5 * d * (math.log(2 * math.pi * sigma_min**2) + 1)
+        return prior_kl + decoder + diffusion
 
     def log_prob(self, x: Tensor, *, sigma_min: float = 0.002, rtol: float = 1e-5,
                  atol: float = 1e-5) -> Tensor:

@@ -51,7 +51,7 @@ cancels from the difference.
 - ``gmbook.metrics.scorecards``: :data:`SCORECARD_METRICS`, :class:`ScorecardRow`,
   :class:`Scorecard` and :func:`scorecard`, with the thread pool of the exact W2 solves,
   and the paired comparison of two models on shared data sets, :class:`PairedDifference`
-  and :func:`paired_difference`;
+  and :func:`paired_difference` (or :func:`paired_rows`, from two rows already scored);
 - ``gmbook.metrics.floors``: :data:`FLOOR_REPEATS`, :data:`CEILING_REPEATS`,
   :class:`FloorPrecisionWarning`, :func:`floor_values`, :func:`reference_draws`, the floors
   shipped in ``floors.json`` and their caches; ``python -m gmbook.metrics --write``
@@ -109,6 +109,7 @@ from gmbook.metrics.scorecards import (
     scorecard,
     PairedDifference,
     paired_difference,
+    paired_rows,
 )
 from gmbook.metrics.floors import (
     FLOOR_REPEATS,
@@ -146,6 +147,7 @@ __all__ = [
     "nll_report",
     "paired_difference",
     "paired_kl",
+    "paired_rows",
     "precision_recall",
     "reference_draws",
     "scorecard",

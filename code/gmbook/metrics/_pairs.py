@@ -34,10 +34,12 @@ class _SetStats:
 def _set_stats(
     x: Tensor, names: tuple[str, ...], scales: tuple[float, ...], theta: Tensor
 ) -> _SetStats:
-    (xc,) = _centred(x)
-    dsum, ksum = _pair_sums(
-        xc, xc, scales if "mmd" in names else None, dist="energy" in names, same=True
-    )
+    dsum = ksum = None
+    if "energy" in names or "mmd" in names:  # the within-set sums: skipped for W2 and SW2
+        (xc,) = _centred(x)
+        dsum, ksum = _pair_sums(
+            xc, xc, scales if "mmd" in names else None, dist="energy" in names, same=True
+        )
     proj = (x @ theta.T).sort(dim=0).values if "sw2" in names else None
     return _SetStats(x, dsum, ksum, proj)
 

@@ -563,8 +563,14 @@ def paired_difference(
                                             ref.theta)])
     b = np.array([r[metric] for r in _score(fakes_b, dataset, reals, None, names, scales,
                                             ref.theta)])
-    d = a - b
     f_mean, f_std = _mean_std([r[metric] for r in ref.floor])
+    return _paired(metric, n, a, b, f_mean, f_std, floor_repeats)
+
+
+def _paired(metric: str, n: int, a: np.ndarray, b: np.ndarray, f_mean: float, f_std: float,
+            floor_repeats: int) -> PairedDifference:
+    repeats = len(a)
+    d = a - b
     mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(repeats))
     unpaired = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / repeats)
     sa, sb = a.std(ddof=1), b.std(ddof=1)
@@ -576,3 +582,44 @@ def paired_difference(
         metric, n, repeats, tuple(a.tolist()), tuple(b.tolist()), mean, se, unpaired, rho,
         f_mean, f_se, ratio, ratio_se,
     )
+
+
+def paired_rows(
+    row_a: ScorecardRow, row_b: ScorecardRow, *, n: int, floor_repeats: int | None = None
+) -> PairedDifference:
+    r""":func:`paired_difference` from two rows already scored, without scoring again.
+
+    For two :func:`scorecard` calls that scored their samples (given as tensors) against
+    the *same* data sets: the same ``dataset``, ``n``, ``repeats`` and a generator in the
+    same state, so that repeat :math:`r` of both used one data sample. Nothing in a row can
+    show that; the caller vouches for it. The rows' per-repeat values give the paired
+    difference and its standard errors exactly as :func:`paired_difference` computes them.
+
+    Args:
+        row_a, row_b: rows of the same metric and floor, with the same number of repeats.
+        n: the sample size of the scorecards (recorded in the result).
+        floor_repeats: the pairs behind the floor (default: the shipped floors'
+            :data:`FLOOR_REPEATS`).
+
+    Returns:
+        The :class:`PairedDifference` of ``row_a`` minus ``row_b``.
+    """
+    for name, row in (("row_a", row_a), ("row_b", row_b)):
+        if not isinstance(row, ScorecardRow):
+            raise TypeError(f"{name} must be a ScorecardRow, got {_describe(row)}")
+    if row_a.metric != row_b.metric:
+        raise ValueError(f"the rows score different metrics: {row_a.metric!r} and "
+                         f"{row_b.metric!r}")
+    if row_a.floor_mean != row_b.floor_mean or row_a.floor_std != row_b.floor_std:
+        raise ValueError("the rows have different floors: they were not scored on the same "
+                         "data distribution and settings")
+    k = len(row_a.model_values)
+    if k < 2 or len(row_b.model_values) != k:
+        raise ValueError(f"the rows need the same number (>= 2) of per-repeat values, got "
+                         f"{k} and {len(row_b.model_values)}")
+    n = _check_int("n", n, 2)
+    floor_repeats = _check_int("floor_repeats",
+                               FLOOR_REPEATS if floor_repeats is None else floor_repeats, 2)
+    return _paired(row_a.metric, n, np.array(row_a.model_values),
+                   np.array(row_b.model_values), row_a.floor_mean, row_a.floor_std,
+                   floor_repeats)
