@@ -897,7 +897,9 @@ class LabelledMLP(nn.Module):
     Args:
         in_dim: input (and output) size.
         classes: the number of classes :math:`C`; labels are in ``[0, C]``, ``C`` the null.
-        hidden, depth, time_dim: as in :class:`gmbook.nets.MLP` (``time_dim > 0``).
+        hidden, depth, time_dim, time_scale: as in :class:`gmbook.nets.MLP`
+            (``time_dim > 0``); an EDM network takes :math:`c_{\mathrm{noise}} =
+            \ln(\sigma)/4` and wants ``time_scale=1.0``, as in the SDE chapter.
 
     Example:
         >>> net = LabelledMLP(2, 2, hidden=16, time_dim=8)
@@ -906,11 +908,12 @@ class LabelledMLP(nn.Module):
     """
 
     def __init__(self, in_dim: int, classes: int, *, hidden: int = 128, depth: int = 3,
-                 time_dim: int = 32) -> None:
+                 time_dim: int = 32, time_scale: float = 1000.0) -> None:
         super().__init__()
         self.classes = check_int("classes", classes)
         check_int("time_dim", time_dim)
-        self.mlp = MLP(in_dim, hidden=hidden, depth=depth, time_dim=time_dim)
+        self.mlp = MLP(in_dim, hidden=hidden, depth=depth, time_dim=time_dim,
+                       time_scale=time_scale)
         self.label_embed = nn.ModuleList(nn.Embedding(self.classes + 1, hidden)
                                          for _ in range(depth))
         for e in self.label_embed:
