@@ -466,3 +466,18 @@ def test_argument_checks(moons):
                                                                         0.5, 2)
     with pytest.raises(TypeError):
         GridDensity((0, 0), (1, 1), torch.zeros(2, 2)).log_prob("x")
+
+
+def test_labelled_mlp_time_scale_reaches_the_embedding():
+    """``LabelledMLP(time_scale=s)`` passes s to its MLP's embedding ``e(s t)``: with the same
+    weights, the network with scale s at time t equals the default (s = 1000) at s t / 1000."""
+    torch.manual_seed(0)
+    default = LabelledMLP(2, 3, hidden=8, depth=2, time_dim=6).double()
+    slow = LabelledMLP(2, 3, hidden=8, depth=2, time_dim=6, time_scale=1.0).double()
+    slow.load_state_dict(default.state_dict())
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    torch.testing.assert_close(slow(x, t, labels), default(x, t / 1000, labels))
+    assert not torch.allclose(slow(x, t, labels), default(x, t, labels))
+    with pytest.raises(ValueError, match="time_scale"):
+        LabelledMLP(2, 2, time_scale=0.0)
