@@ -632,9 +632,11 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
     :math:`p(y \mid \hat x_0(x_t))`, ignoring the spread of :math:`x_0` given :math:`x_t`;
     ``tweedie`` adds that spread's covariance, :math:`\operatorname{Cov}[x_0 \mid x_t] =
     \frac{\sigma_t^2}{\alpha_t} \partial \hat x_0 / \partial x` (Tweedie's second-order
-    formula; its gradient is not differentiated, as in the pseudoinverse-guided variant of
-    Song et al., 2023), which makes the guidance exact when the prior is Gaussian (then
-    :math:`\hat x_0` is affine). Chung et al. scale the gradient by
+    formula, as in Boys et al., 2023; Song et al.'s pseudoinverse-guided variant, 2023,
+    uses a scalar :math:`r_t^2 I` instead). Only the diagonal of :math:`A J A^\top` is kept
+    (exact for ``m = 1``), and :math:`\Sigma_t` is not differentiated in :math:`x`; both
+    are exact when the prior is Gaussian (then :math:`\hat x_0` is affine and the
+    covariance constant), which makes the guidance exact there. Chung et al. scale the gradient by
     :math:`\zeta / \lVert y - A \hat x_0 \rVert` instead of :math:`1/\sigma_y^2`; here
     ``scale`` :math:`= \zeta` multiplies the principled term.
 
@@ -949,30 +951,19 @@ class ConditionalEDM(EDM):
     replaced by the null label :math:`\varnothing` (``classes``) with probability
     ``p_uncond``; the preconditioning, grid, prior and default sampler are EDM's, except
     that the default :math:`\sigma_{\max}` is 80 (EDM's own for images) instead of the
-    3 that :class:`gmbook.sde.EDM` calibrated for the whole two moons. The prior
+    3 that :class:`gmbook.sde.EDM` calibrated for the whole two moons: the prior
     :math:`\mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)` has the data's mean, 0, but a
-    class has its own mean (the lower moon's is about :math:`(0.57, -0.77)`), and the
-    sampler carries a part of that offset into the samples: with the *exact* conditional
-    denoiser and DPM-Solver++(2M) at 16 calls, the W2 of the lower moon's samples is about
-    4.8 times its noise floor from :math:`\sigma_{\max} = 3`, 2.0 from 10, 1.1 to 1.4 from
-    20 and 0.9 from 80 (calibration runs, 4 pairs of 2000 points each).
+    class has its own mean, an offset that is small against the prior's spread only when
+    :math:`\sigma_{\max}` is large.
 
-    The recipe calibrated on the two moons split by moon (calibration runs on this book's
-    2-core CPU): ``LabelledMLP(2, 2, hidden=128, depth=3, time_dim=32, time_scale=1.0)``
-    (:math:`c_{\mathrm{noise}} = \ln(\sigma)/4` without the factor 1000, as in EDM; at 64
-    sampler levels the factor made no difference to W2), ``p_uncond=0.2``, 3000 Adam steps
-    of 256 points (learning rate :math:`3 \times 10^{-3}`, cosine decay after 100 warm-up
-    steps, EMA 0.998), about 20 s of CPU on one thread; sampled by
-    :func:`gmbook.samplers.euler_maruyama` on ``grid(256)``. The number of levels matters:
-    with the same network, the lower moon's W2 over its noise floor (5 pairs of 2000
-    points) was about 1.45 on ``grid(64)`` for three draws of the samples, and 1.06-1.25 on
-    ``grid(256)``; log-uniform training levels, ``p_mean=-0.6, p_std=1.6``, EMA 0.999 did
-    not move the 64-level number. The deterministic DPM-Solver++(2M) at 24 calls leaves
-    about ten times the data's share of points off the support (between the moons), where
-    the stochastic sampler's noise corrects the trajectories; W2 is sensitive to those few
-    far points. With ``p_uncond=0.1`` the conditional samples are as good but the
-    unconditional model, trained on a tenth of the batches, puts 8% of its samples off the
-    support (4.7% with 0.2), which classifier-free guidance amplifies at large weights.
+    The recipe of the guidance chapter (section "A conditional model trained with label
+    dropout"), which measures what it gives: ``LabelledMLP(2, 2, hidden=128, depth=3,
+    time_dim=32, time_scale=1.0)`` (:math:`c_{\mathrm{noise}} = \ln(\sigma)/4` without the
+    factor 1000, as in EDM), ``p_uncond=0.2``, 3000 Adam steps of 256 points (learning rate
+    :math:`3 \times 10^{-3}`, cosine decay after 100 warm-up steps, EMA 0.998), sampled by
+    :func:`gmbook.samplers.euler_maruyama` on ``grid(256)``. The unconditional model sees
+    only the fraction ``p_uncond`` of the batches, and classifier-free guidance amplifies
+    its errors at large weights.
 
     Args:
         net: a network called as ``net(x, c_noise, labels)``, e.g. :class:`LabelledMLP`;
