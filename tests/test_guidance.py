@@ -360,6 +360,30 @@ def test_dps_differentiates_the_exact_mixture_denoiser(moons):
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
 
 
+
+@pytest.mark.parametrize("tweedie", [False, True])
+def test_dps_with_one_observation_per_sample(moons, tweedie):
+    """eq-guid-dps with one observation per sample, y of shape (B, m): each row is guided by
+    its own y, exactly as a batch of one with that y alone (the half-masked digits of the
+    chapter); a y with the wrong number of rows is refused."""
+    path = samplers.VEPath(3.0)
+    pred = moons.prediction(path, differentiable=True)
+    A = torch.tensor([[1.0, 0.0]], dtype=f64)
+    x = randn((6, 2), dtype=f64, generator=gen(24))
+    t = torch.full((6,), 0.7, dtype=f64)
+    ys = torch.linspace(-1.0, 1.0, 6, dtype=f64)[:, None]            # (6, 1)
+    batch = dps(pred, A, ys, 0.2, tweedie=tweedie).x0_eps(x, t)[0]
+    rows = torch.cat([dps(pred, A, ys[i], 0.2, tweedie=tweedie).x0_eps(x[i:i + 1], t[:1])[0]
+                      for i in range(6)])
+    torch.testing.assert_close(batch, rows)
+    same = dps(pred, A, ys[0], 0.2, tweedie=tweedie).x0_eps(x, t)[0]
+    assert not torch.allclose(batch[1:], same[1:])                 # the rows' own y matter
+    with pytest.raises(ValueError, match="rows"):
+        dps(pred, A, ys[:4], 0.2).x0_eps(x, t)
+    with pytest.raises(ValueError, match="shape"):
+        dps(pred, A, torch.zeros(6, 2, dtype=f64), 0.2)
+
+
 # --------------------------------------------------------------------------- tilted target
 
 

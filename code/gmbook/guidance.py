@@ -645,7 +645,8 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
             :meth:`ConditionalEDM.prediction` or :meth:`LabelledMixture.prediction` with
             ``differentiable=True``).
         A: the observation matrix ``(m, D)`` (flattened data).
-        y: the observation ``(m,)``, the same for every sample.
+        y: the observation ``(m,)``, the same for every sample, or one per sample
+            ``(B, m)`` (the batch of the sampler's points).
         noise_std: :math:`\sigma_y > 0`.
         scale: :math:`\zeta \ge 0`.
         tweedie: add the covariance of :math:`x_0` given :math:`x_t` (one backward pass per
@@ -658,8 +659,9 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
     pred = _check_pred("pred", pred)
     if not isinstance(A, Tensor) or A.ndim != 2 or not A.is_floating_point():
         raise TypeError(f"A must be a floating-point matrix (m, D), got {describe(A)}")
-    if not isinstance(y, Tensor) or y.shape != (A.shape[0],):
-        raise ValueError(f"y must have shape (m,) = ({A.shape[0]},), got {describe(y)}")
+    if not isinstance(y, Tensor) or y.ndim not in (1, 2) or y.shape[-1] != A.shape[0]:
+        raise ValueError(f"y must have shape (m,) or (B, m), m = {A.shape[0]}, got "
+                         f"{describe(y)}")
     sy = check_positive("noise_std", noise_std)
     scale = check_nonnegative("scale", scale)
     path = pred.path
@@ -672,6 +674,8 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
             z = x.detach().requires_grad_(True)
             x0 = pred.x0_eps(z, t)[0]
             Az = x0.flatten(1) @ A.to(x).T                                   # (B, m)
+            if y.ndim == 2 and y.shape[0] != Az.shape[0]:
+                raise ValueError(f"y has {y.shape[0]} rows for a batch of {Az.shape[0]}")
             var = torch.full_like(Az, sy * sy)
             if tweedie:   # diag of A J A^T, J = d x0 / d x, row by row of A
                 rows = []
