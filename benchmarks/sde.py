@@ -35,7 +35,7 @@ BATCH = 256
 SAMPLE_STEPS = 10
 """Noise levels of the sampler's grid, one network evaluation each."""
 TIME_SCALE = 1.0
-"""Factor of :math:`c_{\mathrm{noise}}` in the MLP's sinusoidal embedding."""
+r"""Factor of :math:`c_{\mathrm{noise}}` in the MLP's sinusoidal embedding."""
 
 
 @register(

@@ -179,6 +179,12 @@ def test_conversions_round_trip():
         x0_from_eps(xt, eps, torch.rand(5))
     with pytest.raises(ValueError):
         x0_from_eps(xt, eps, torch.zeros(6))
+    for bad in (1.5, float("nan")):  # the range check: above 1, and NaN, fail it too
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            x0_from_eps(xt, eps, torch.full((6,), bad, dtype=F64))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        x0_from_eps(xt, eps, torch.full((6, 2, 1), 0.5, dtype=F64))  # 2 against 3
+    torch.testing.assert_close(x0_from_eps(xt, eps, 0.25), x0_from_eps(xt, eps, ab4 * 0 + 0.25))
 
 
 def test_v_is_derivative_along_the_circle():

@@ -347,6 +347,29 @@ def test_ema_copy_to_state_dict_and_fit_integration():
         ema.copy_to(nn.Linear(2, 2))
 
 
+def test_ema_keeps_the_latest_buffers_as_copies():
+    """Buffers are not averaged: after every update the EMA holds a copy of their latest
+    values (not the model's own tensors), also when a buffer is added or changes shape."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    ema = EMA(net, decay=0.9)
+    for _ in range(3):
+        net(torch.randn(8, 2))  # training mode: the running statistics move
+        ema.update()
+        for name, b in net.named_buffers():
+            assert torch.equal(ema.buffers[name], b)
+            assert ema.buffers[name].data_ptr() != b.data_ptr()
+    net.register_buffer("extra", torch.arange(4.0))
+    ema.update()
+    assert torch.equal(ema.buffers["extra"], torch.arange(4.0))
+    net.extra = torch.zeros(2)  # a new shape: cloned, not copied into the old tensor
+    ema.update()
+    assert torch.equal(ema.buffers["extra"], torch.zeros(2))
+    with torch.no_grad():
+        net[1].running_mean.fill_(7.0)
+    ema.copy_to(net)  # the copy kept at the last update, not the model's later value
+    assert not torch.equal(net[1].running_mean, torch.full((3,), 7.0))
+
+
 def test_ema_validation():
     net = nn.Linear(2, 2)
     for bad in (1.0, -0.1, 1.5):

@@ -166,15 +166,16 @@ def _ab(alpha_bar: Tensor | float, like: Tensor, name: str) -> Tensor:
     ab = torch.as_tensor(alpha_bar, device=like.device)
     if ab.ndim == 1 and like.ndim > 1 and ab.shape[0] == like.shape[0]:
         ab = append_dims(ab, like.ndim)  # (B,) -> (B, 1, ..., 1)
-    try:
-        torch.broadcast_shapes(ab.shape, like.shape)
-    except RuntimeError:
+    # the rule of torch.broadcast_shapes (trailing sizes equal or one of them 1), on tuples
+    if any(a != b and 1 not in (a, b) for a, b in zip(reversed(ab.shape), reversed(like.shape))):
         raise ValueError(
             f"{name}: alpha_bar of shape {tuple(ab.shape)} does not broadcast to "
             f"{tuple(like.shape)}; pass shape (B,) or a tensor broadcastable to x"
-        ) from None
-    if not bool(((ab > 0) & (ab <= 1)).all()):
-        raise ValueError(f"{name}: alpha_bar must lie in (0, 1]")
+        )
+    if ab.numel():  # one reduction for the range check (NaN fails it too)
+        low, high = torch.aminmax(ab)
+        if not (bool(low > 0) and bool(high <= 1)):
+            raise ValueError(f"{name}: alpha_bar must lie in (0, 1]")
     return ab.to(like.dtype)
 
 

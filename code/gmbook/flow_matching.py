@@ -43,6 +43,7 @@ from gmbook._checks import check_generator as _check_generator
 from gmbook._checks import check_int as _check_int
 from gmbook._random import rand as _rand
 from gmbook._random import randn as _randn
+from gmbook.cnf import odeint  # noqa: F401 (public name here too; defined in the CNF chapter)
 from gmbook.nets import MLP, append_dims
 from gmbook.score import divergence
 
@@ -467,78 +468,6 @@ def solver_nfe(solver: str, steps: int) -> int:
     """
     _check_choice("solver", solver, tuple(_NFE_PER_STEP))
     return _NFE_PER_STEP[solver] * _check_int("steps", steps, 1)
-
-
-def odeint(f: Callable[[Tensor, Tensor], Tensor], x: Tensor, *, t0: float = 0.0,
-           t1: float = 1.0, steps: int = 10, solver: str = "euler", rtol: float = 1e-5,
-           atol: float = 1e-5, return_path: bool = False, scalar_t: bool = False) -> Tensor:
-    r"""Integrate :math:`\dot x = f(x, t)` from ``t0`` to ``t1``, eq. ``eq-fm-ode``.
-
-    Fixed steps :math:`h = (t_1 - t_0) / N`:
-
-    - Euler: :math:`x_{k+1} = x_k + h f(x_k, t_k)`;
-    - midpoint: :math:`x_{k+1} = x_k + h f(x_k + \tfrac h2 f(x_k, t_k), t_k + \tfrac h2)`;
-    - Heun: :math:`\tilde x = x_k + h f(x_k, t_k)`,
-      :math:`x_{k+1} = x_k + \tfrac h2 [f(x_k, t_k) + f(\tilde x, t_{k+1})]`.
-
-    ``"dopri5"`` is the adaptive Dormand-Prince method of ``torchdiffeq`` with tolerances
-    ``rtol`` and ``atol`` (``steps`` is then ignored except for ``return_path``).
-
-    Args:
-        f: the velocity, called as ``f(x, t)`` with ``x`` ``(B, *D)`` and ``t`` ``(B,)``
-            (or a 0-dim ``t``, see ``scalar_t``).
-        x: initial points at ``t0``, shape ``(B, *D)``.
-        t0: initial time.
-        t1: final time (may be smaller than ``t0``: integration backwards).
-        steps: number of steps :math:`N`.
-        solver: one of :data:`SOLVERS`.
-        rtol: relative tolerance of ``dopri5``.
-        atol: absolute tolerance of ``dopri5``.
-        return_path: also return the states at the ``steps + 1`` grid times.
-        scalar_t: call ``f`` with a 0-dim tensor ``t``, one time for the whole batch,
-            instead of a ``(B,)`` tensor of equal times; a time-conditioned
-            :class:`gmbook.nets.MLP` then runs its time branch once per call instead of once
-            per row (half the cost of a call on 1000 points). Only for an ``f`` that
-            accepts it.
-
-    Returns:
-        The points at ``t1``, shape ``(B, *D)``, or, with ``return_path``, the states of
-        shape ``(steps + 1, B, *D)``.
-    """
-    if not callable(f):
-        raise TypeError("odeint: f must be a callable f(x, t)")
-    x = _check_tensor("x", x)
-    steps = _check_int("steps", steps, 1)
-    _check_choice("solver", solver, SOLVERS)
-    b = x.shape[0]
-
-    def ft(xx: Tensor, t: float | Tensor) -> Tensor:
-        if scalar_t:
-            return f(xx, torch.tensor(float(t), device=xx.device, dtype=xx.dtype))
-        return f(xx, torch.full((b,), float(t), device=xx.device, dtype=xx.dtype))
-
-    if solver == "dopri5":
-        from torchdiffeq import odeint as _tdq
-
-        grid = torch.linspace(t0, t1, steps + 1 if return_path else 2, dtype=torch.float64)
-        out = _tdq(lambda t, xx: ft(xx, t), x, grid.to(x.dtype).to(x.device),
-                   method="dopri5", rtol=rtol, atol=atol)
-        return out if return_path else out[-1]
-    h = (t1 - t0) / steps
-    path = [x]
-    for k in range(steps):
-        t = t0 + k * h
-        if solver == "euler":
-            x = x + h * ft(x, t)
-        elif solver == "midpoint":
-            x = x + h * ft(x + 0.5 * h * ft(x, t), t + 0.5 * h)
-        else:
-            d = ft(x, t)
-            x_pred = x + h * d
-            x = x + 0.5 * h * (d + ft(x_pred, t + h))
-        if return_path:
-            path.append(x)
-    return torch.stack(path) if return_path else x
 
 
 # --------------------------------------------------------------------------- the model

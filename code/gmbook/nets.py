@@ -363,27 +363,34 @@ class MLP(nn.Module):
         assert self.time_proj is not None
         times = self._batch_times(t, x)  # (B,) or (1,)
         if times.shape[0] == 1 or not torch.is_grad_enabled() or \
-                torch.unique(times).shape[0] <= FOLD_MAX_LEVELS:  # a ladder of levels
+                times.shape[0] <= FOLD_MAX_LEVELS:  # (then at most that many distinct times)
             return self._forward_folded(x, times)
+        levels = torch.unique(times, return_inverse=True)  # (U,), (B,): one sort per call
+        if levels[0].shape[0] <= FOLD_MAX_LEVELS:  # a ladder of levels (a score network's)
+            return self._forward_folded(x, times, levels)
         tau = self.time_embed(times)  # (B, hidden)
         h = x
         for layer, act, proj in zip(self.layers, self.acts, self.time_proj):
             h = act(layer(h) + proj(tau))  # (B, hidden)
         return self.out(h)  # (B, out_dim)
 
-    def _forward_folded(self, x: Tensor, times: Tensor) -> Tensor:
+    def _forward_folded(
+        self, x: Tensor, times: Tensor, levels: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """The same function, faster when few distinct times occur (a sampler's calls).
 
         The time branch runs once per *distinct* time (once for a scalar or a constant
         ``(B,)`` time), its projections are folded into the biases of the hidden layers,
         the rows are processed in chunks of :data:`FOLD_CHUNK` (the activations then stay
         in the CPU cache), and activations are applied in place when autograd is off.
+        ``levels`` is ``torch.unique(times, return_inverse=True)`` if already computed.
         """
         assert self.time_embed is not None and self.time_proj is not None
         if times.shape[0] == 1:
             distinct, index = times, None
         else:
-            distinct, index = torch.unique(times, return_inverse=True)  # (U,), (B,)
+            distinct, index = levels if levels is not None else torch.unique(
+                times, return_inverse=True)  # (U,), (B,)
             if distinct.shape[0] == 1:
                 index = None
         tau = self.time_embed(distinct)  # (U, hidden)

@@ -179,15 +179,33 @@ class EMA:
         self._check_names(params, "update")
         self.num_updates += 1
         beta = self.decay_at(self.num_updates)
+        averaged, current = [], []
         for name, p in params.items():
             avg = self.shadow[name]
             if avg.device != p.device or avg.dtype != p.dtype:
                 avg = self.shadow[name] = avg.to(device=p.device, dtype=p.dtype)
             if p.is_floating_point() or p.is_complex():
-                avg.lerp_(p.detach(), 1.0 - beta)  # beta * avg + (1 - beta) * p
+                averaged.append(avg)
+                current.append(p.detach())
             else:
                 avg.copy_(p)
-        self.buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
+        if averaged:  # beta * avg + (1 - beta) * p, all tensors in one call (same arithmetic)
+            torch._foreach_lerp_(averaged, current, 1.0 - beta)
+        self._copy_buffers()
+
+    def _copy_buffers(self) -> None:
+        """Keep a copy of the model's latest buffers: copied into the kept tensors when the
+        names, shapes, dtypes and devices are unchanged (no allocation), else cloned."""
+        latest = dict(self.model.named_buffers())
+        kept = self.buffers
+        if latest.keys() == kept.keys() and all(
+            b.shape == kept[name].shape and b.dtype == kept[name].dtype
+            and b.device == kept[name].device for name, b in latest.items()
+        ):
+            if kept:
+                torch._foreach_copy_(list(kept.values()), [b.detach() for b in latest.values()])
+        else:
+            self.buffers = {name: b.detach().clone() for name, b in latest.items()}
 
     def _check_names(self, params: dict[str, Tensor], where: str) -> None:
         if params.keys() != self.shadow.keys():

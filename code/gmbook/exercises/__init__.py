@@ -130,6 +130,21 @@ Checkers of the chapter *Normalizing flows*:
                 (:func:`gmbook.flows.spline_from_knots`)
 ==============  ========================================================================
 
+Checkers of the chapter *Neural ODEs and continuous normalizing flows*:
+
+========================  ==============================================================
+``exact_divergence``      ``fn(f, x) -> divergence``, the divergence :math:`\nabla\cdot
+                          f = \operatorname{tr} \nabla_x f` at the points ``x`` ``(B,
+                          D)``, shape ``(B,)``, by ``D`` backward passes (eq.
+                          ``eq-cnf-icov``; :func:`gmbook.score.divergence`)
+``hutchinson_variances``  ``fn(jacobian) -> (gaussian, rademacher)``, the variances of
+                          one probe of Hutchinson's estimate :math:`\varepsilon^\top A
+                          \varepsilon` of :math:`\operatorname{tr} A` for Gaussian and
+                          for Rademacher probes, each of shape ``(B,)``, for Jacobians
+                          ``(B, D, D)`` (eq. ``eq-cnf-hutchinson-var``;
+                          :func:`gmbook.cnf.hutchinson_variance`)
+========================  ==============================================================
+
 Checkers of the chapter *Score matching and denoising*:
 
 ==========================  ============================================================
@@ -277,6 +292,7 @@ from gmbook.exercises._framework import (
 
 # The chapters' checkers register themselves on import.
 from gmbook.exercises import (  # noqa: E402, F401  isort: skip
+    cnf,
     ddpm,
     densities,
     ebm,
@@ -342,7 +358,8 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "score", "ddpm", "sde", "guidance", "flow_matching", "probability", "stochastic"]
+                  "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "probability",
+                  "stochastic"]
 
 __all__ = [
     "Case",
