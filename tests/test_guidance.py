@@ -13,7 +13,7 @@ from gmbook._random import randn
 from gmbook.data import EightGaussians, TwoMoons
 from gmbook.guidance import (ConditionalEDM, GridDensity, LabelledMixture, LabelledMLP,
                              autoguidance, cfg, classifier_guidance, dps, guidance_interval,
-                             histogram_kl, replacement, tilted_density)
+                             guided_gaussian_mean, histogram_kl, replacement, tilted_density)
 from gmbook.sde import EDM
 
 f64 = torch.float64
@@ -231,12 +231,13 @@ def test_guided_sampler_overshoots_the_tilted_mean():
     scores, classifier-free guidance (eq-guid-cfg) at w = 4 run by the probability-flow ODE
     from the prior's mean at sigma = 1e4 ends at the mean [eq-guid-overshoot]: strictly
     between the tilted target's mean m (eq-guid-tilted) and w mu, and equal to the
-    integral of m_sigma [eq-guid-guided-gaussian] against K computed by quadrature. At w = 1
-    the same run ends at mu (no overshoot), so the test can tell the two apart. The reverse
-    SDE (eta = 1, kappa = 1), run by Euler-Maruyama from the same start, ends at the mean that
-    the same quadrature gives with kappa = 1 (within 4 standard errors of 20 000 runs), which
-    is strictly below the ODE's (kappa = 1/2) and above m: the samplers differ under
-    guidance, as part (3) of the proposition says."""
+    integral of m_sigma [eq-guid-guided-gaussian] against K that guided_gaussian_mean
+    computes by quadrature. At w = 1 the same run ends at mu (no overshoot), so the test can
+    tell the two apart. The reverse SDE (eta = 1, kappa = 1), run by Euler-Maruyama from the
+    same start, ends at the mean that the same quadrature gives with kappa = 1 (within 4
+    standard errors of 20 000 runs), which is strictly below the ODE's (kappa = 1/2) and
+    above m: the samplers differ under guidance, as part (3) of the proposition says, and the
+    quadrature decreases in eta towards m."""
     a, b, mu = 1.0, 0.5, 1.0
     path = samplers.VEPath(1e4)
     one = torch.ones(1, dtype=f64)
@@ -255,16 +256,7 @@ def test_guided_sampler_overshoots_the_tilted_mean():
     w = 4.0
     lam = (1 - w) / a**2 + w / b**2
     m = w * mu / (b * b * lam)
-    # quadrature of the proposition's K over tau = sigma^2 on a log grid, to 1e8
-    tau = torch.logspace(-8, 8, 200_001, dtype=f64)
-    lam_t = (1 - w) / (a * a + tau) + w / (b * b + tau)
-    m_t = w * mu / ((b * b + tau) * lam_t)
-
-    def quadrature(kappa):
-        dlam = kappa * lam_t * torch.gradient(tau)[0]
-        return float((dlam * torch.exp(-torch.cumsum(dlam, 0)) * m_t).sum())
-
-    mean = quadrature(0.5)
+    mean = guided_gaussian_mean(a, b, mu, w)   # eta = 0: kappa = 1/2
     got = end(w)
     assert m + 0.2 < got < w * mu - 2
     assert abs(got - mean) < 0.01 * (got - m)
@@ -275,9 +267,12 @@ def test_guided_sampler_overshoots_the_tilted_mean():
                                 torch.zeros(n, 1, dtype=f64), grid, eta=1.0,
                                 generator=gen(3)).samples[:, 0]
     se = float(x.std()) / n**0.5
-    sde_mean = quadrature(1.0)
+    sde_mean = guided_gaussian_mean(a, b, mu, w, eta=1.0)
     assert m + 0.05 < sde_mean < mean - 0.1
     assert abs(float(x.mean()) - sde_mean) < 4 * se + 0.01 * (sde_mean - m)
+    # part (3): strictly decreasing in eta, towards m
+    eta2, far = (guided_gaussian_mean(a, b, mu, w, eta=e) for e in (2.0, 30.0))
+    assert m < far < eta2 < sde_mean and far - m < 0.01 * (sde_mean - m)
 
 
 def test_dps_on_a_gaussian_prior():
