@@ -275,6 +275,21 @@ def test_guided_sampler_overshoots_the_tilted_mean():
     assert m < far < eta2 < sde_mean and far - m < 0.01 * (sde_mean - m)
 
 
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(a=0.5, b=1.0), "smaller than a"),        # b > a: the tilted variance blows up
+    (dict(a=1.0, b=1.0), "smaller than a"),        # b = a: no class information
+    (dict(w=0.5), "at least 1"),                   # w < 1: not guidance
+    (dict(eta=-1.0), "eta"),
+    (dict(points=10), "points"),
+])
+def test_guided_gaussian_mean_rejects_bad_arguments(kwargs, match):
+    """guided_gaussian_mean ([eq-guid-overshoot]) is defined for b < a (the class narrower
+    than the prior), w >= 1, eta >= 0 and a fine quadrature: outside, a clear ValueError."""
+    args = dict(a=1.0, b=0.5, mu=1.0, w=4.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        guided_gaussian_mean(**args)
+
 def test_dps_on_a_gaussian_prior():
     """eq-guid-dps on a Gaussian prior N(m, s^2 I) with the linear observation y = x_1 +
     sigma_y eta: with Tweedie's covariance the guided probability-flow ODE samples the
