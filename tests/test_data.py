@@ -291,6 +291,10 @@ def test_eight_gaussians_matches_mixture_same_family(standardize):
     if standardize:  # the image of the mixture under the per-axis affine map
         s = dist.standardizer
         means, scale = (means - s.mean) / s.std, scale / s.std
+    w, mu, var = dist.mixture()
+    torch.testing.assert_close(w, torch.full((8,), 1 / 8, dtype=torch.float64))
+    torch.testing.assert_close(mu, means)
+    torch.testing.assert_close(var, scale**2)
     reference = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(torch.ones(8, dtype=torch.float64)),
         torch.distributions.Independent(torch.distributions.Normal(means, scale), 1),

@@ -621,6 +621,17 @@ class EightGaussians(Toy2D):
         x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
         return x, k
 
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density as ``(weights, means, variances)`` in the space of
+        :meth:`gmbook.data.Toy2D.sample`, float64 on the CPU, shapes ``(8,)``, ``(8, 2)``,
+        ``(8, 2)``, in the order of the labels (as :meth:`GaussianGrid.mixture`)."""
+        means = self._centres(torch.device("cpu"), torch.float64)
+        var = torch.full_like(means, self.std**2)
+        if self.standardize:
+            st = self.standardizer
+            means, var = st.transform(means), var / st.std.to(var) ** 2
+        return torch.full((8,), 1 / 8, dtype=torch.float64), means, var
+
     def _log_prob_raw(self, x: Tensor) -> Tensor:
         centres = self._centres(x.device, x.dtype)
         d2 = ((x[..., None, :] - centres) ** 2).sum(-1)  # (*B, 8)
