@@ -439,7 +439,9 @@ class SNLinear(nn.Module):
         :math:`W`); before the first training pass, one power iteration is run."""
         if not bool(self.v.any()):
             self._iterate(1)
-        return self.u @ self.weight @ self.v
+        # clones: a later training pass updates the buffers in place, and this graph must
+        # keep the vectors it was computed with
+        return self.u.clone() @ self.weight @ self.v.clone()
 
     def _iterate(self, k: int) -> None:
         _, u, v = power_iteration(self.weight, self.u, k)
@@ -594,11 +596,13 @@ def dirac_max_step(*, loss: str = "gan", gamma: float) -> float:
     r"""The largest step :math:`h` for which simultaneous gradient play with R1 converges
     locally on the Dirac-GAN: :math:`|1 + h\lambda| < 1` for both eigenvalues of
     :func:`dirac_eigenvalues` iff :math:`h < 2\,\mathrm{Re}(-\lambda) / |\lambda|^2`, which is
-    :math:`\gamma / a^2` for :math:`\gamma < 2a` (complex :math:`\lambda`) and
-    :math:`2 / |\lambda_-|` otherwise. Without R1 (:math:`\gamma = 0`) it is 0: no step
+    :math:`\gamma / a^2` for :math:`\gamma < 2a` (complex :math:`\lambda`, of modulus
+    :math:`a`) and :math:`2 / |\lambda_-| = 4 / (\gamma + \sqrt{\gamma^2 - 4a^2})` otherwise. Without R1 (:math:`\gamma = 0`) it is 0: no step
     converges."""
-    lam = dirac_eigenvalues(loss=loss, gamma=gamma)
-    return float(torch.min(2 * (-lam.real) / lam.abs() ** 2))
+    a, gamma = _dirac_slope(loss), check_nonnegative("gamma", gamma)
+    if gamma < 2 * a:
+        return gamma / a**2
+    return 4 / (gamma + math.sqrt(gamma**2 - 4 * a**2))
 
 
 def dirac_trajectory(theta0: float, psi0: float, *, h: float, steps: int,
