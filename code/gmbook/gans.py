@@ -116,8 +116,8 @@ def d_loss_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         D = \operatorname{sigmoid}(\ell),
 
     computed from the logits :math:`\ell` as
-    :math:`\operatorname{softplus}(-\ell_{\text{real}}) + \operatorname{softplus}(\ell_{\text{fake}})`
-    (stable for large logits). Its minimum over :math:`D` is
+    :math:`\operatorname{softplus}(-\ell_{\mathrm{r}}) + \operatorname{softplus}(\ell_{\mathrm{f}})`
+    on data (r) and samples (f), stable for large logits. Its minimum over :math:`D` is
     :math:`\log 4 - 2\,\mathrm{JS}(p, q)` (eq. ``eq-gan-js``).
 
     Args:
@@ -597,8 +597,8 @@ def dirac_max_step(*, loss: str = "gan", gamma: float) -> float:
     locally on the Dirac-GAN: :math:`|1 + h\lambda| < 1` for both eigenvalues of
     :func:`dirac_eigenvalues` iff :math:`h < 2\,\mathrm{Re}(-\lambda) / |\lambda|^2`, which is
     :math:`\gamma / a^2` for :math:`\gamma < 2a` (complex :math:`\lambda`, of modulus
-    :math:`a`) and :math:`2 / |\lambda_-| = 4 / (\gamma + \sqrt{\gamma^2 - 4a^2})` otherwise. Without R1 (:math:`\gamma = 0`) it is 0: no step
-    converges."""
+    :math:`a`) and :math:`2 / |\lambda_-| = 4 / (\gamma + \sqrt{\gamma^2 - 4a^2})`
+    otherwise. Without R1 (:math:`\gamma = 0`) it is 0: no step converges."""
     a, gamma = _dirac_slope(loss), check_nonnegative("gamma", gamma)
     if gamma < 2 * a:
         return gamma / a**2
@@ -1049,8 +1049,8 @@ def mode_coverage(samples: Tensor, means: Tensor, variances: Tensor, *,
     :math:`d_k(x) = \|(x - \mu_k) / s_k\|` (per axis), and is *high-quality* if
     :math:`d_k(x) \le` ``sigmas``; a mode is *covered* if at least ``min_fraction`` of
     its expected share of the samples, :math:`\lceil \text{min\_fraction} \cdot n / K
-    \rceil`, are high-quality samples of it. Data from the mixture itself are high-quality with probability
-    :math:`1 - e^{-9/2} \approx 0.989` in 2-D for 3 standard deviations.
+    \rceil`, are high-quality samples of it. Data from the mixture itself are high-quality
+    with probability :math:`1 - e^{-9/2} \approx 0.989` in 2-D for 3 standard deviations.
 
     Args:
         samples: model samples, shape ``(n, D)``.
