@@ -341,6 +341,11 @@ def test_train_gan_counts_checkpoints_and_reproducibility():
     hist2 = train_gan(again, data, steps=20, batch_size=32, n_critic=3, seed=5,
                       progress=False)
     assert hist2.d_losses == hist.d_losses
+    torch.manual_seed(0)
+    decayed = train_gan(mlp_gan(latent_dim=2, hidden=16, depth=2), data, steps=20,
+                        batch_size=32, n_critic=3, seed=5, schedule="linear", progress=False)
+    assert decayed.d_losses[:3] == hist.d_losses[:3]  # the first step has the full rate
+    assert decayed.d_losses[3:] != hist.d_losses[3:]
     hist.checkpoints[0].load_into(again)
     for k, v in init.items():
         assert torch.equal(again.generator.state_dict()[k], v)
@@ -399,6 +404,8 @@ BAD = [
     (lambda: mlp_gan().sample(2, z=torch.zeros(2, 3)), ValueError, r"z must have shape"),
     (lambda: train_gan(mlp_gan(), torch.zeros(4, 2), steps=2, betas=(0.5, 1.0)), ValueError,
      "betas"),
+    (lambda: train_gan(mlp_gan(), torch.zeros(4, 2), steps=2, schedule="cosine"), ValueError,
+     "schedule"),
     (lambda: train_gan(mlp_gan(), torch.zeros(4, 2), steps=2, checkpoints=[3]), ValueError,
      "checkpoints"),
     (lambda: train_gan(mlp_gan(), torch.zeros(4, 2), steps=2, seed=0,

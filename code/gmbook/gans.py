@@ -878,7 +878,7 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
               batch_size: int = 256, lr: float = 2e-4, lr_d: float | None = None,
               betas: tuple[float, float] = (0.5, 0.999), n_critic: int = 1,
-              clip: float | None = None, ema: EMA | None = None,
+              schedule: str = "constant", clip: float | None = None, ema: EMA | None = None,
               checkpoints: Iterable[int] = (), seed: int | None = None,
               generator: torch.Generator | None = None, progress: bool | None = None,
               callback: Callable[[int, float, float], None] | None = None) -> GANHistory:
@@ -905,6 +905,9 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
         lr_d: the discriminator's learning rate.
         betas: Adam's :math:`(\beta_1, \beta_2)` for both.
         n_critic: discriminator updates per generator update.
+        schedule: ``"constant"``, or ``"linear"``: both learning rates decay linearly to 0,
+            :math:`\eta_i = \eta\,(1 - i / S)` at generator step :math:`i` of :math:`S`
+            (the last steps then move the generator little: the samples settle).
         clip: weight clipping of the discriminator (the original WGAN), or ``None``.
         ema: a :class:`gmbook.train.EMA` of ``gan.generator``, updated after every
             generator step; sample from it with ``ema.swap()``.
@@ -927,6 +930,8 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
     if (not isinstance(betas, tuple) or len(betas) != 2
             or not all(0 <= check_real("betas", b) < 1 for b in betas)):
         raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    if schedule not in ("constant", "linear"):
+        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     clip = None if clip is None else check_positive("clip", clip)
     if ema is not None and (not isinstance(ema, EMA) or ema.model is not gan.generator):
         raise TypeError("ema must be a gmbook.train.EMA of gan.generator")
@@ -978,6 +983,10 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
         bar = _progress_bar(steps, progress)
         try:
             for i in bar:
+                if schedule == "linear":
+                    for opt, base in ((opt_g, lr), (opt_d, lr_d)):
+                        for group in opt.param_groups:
+                            group["lr"] = base * (1 - i / steps)
                 for _ in range(n_critic):
                     d_loss = gan.discriminator_loss(draw(batch_size).to(device))
                     opt_d.zero_grad(set_to_none=True)
