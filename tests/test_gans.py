@@ -305,7 +305,7 @@ def test_gan_losses_train_the_right_player(kw):
     generator and has the shape (n, *shape)."""
     gan = mlp_gan(latent_dim=3, hidden=16, depth=2, **kw)
     x = torch.randn(32, 2)
-    gan.discriminator_loss(x).backward()
+    gan.discriminator_loss(x, penalty_scale=2.0).backward()
     assert all(p.grad is None for p in gan.generator.parameters())
     assert any(p.grad is not None for p in gan.discriminator.parameters())
     gan.zero_grad()
@@ -314,6 +314,24 @@ def test_gan_losses_train_the_right_player(kw):
     s1 = gan.sample(7, generator=torch.Generator().manual_seed(3))
     s2 = gan.sample(7, generator=torch.Generator().manual_seed(3))
     assert s1.shape == (7, 2) and torch.equal(s1, s2)
+
+
+@pytest.mark.parametrize("kw", [dict(loss="nonsaturating", r1_weight=0.5),
+                                dict(loss="wgan", gp_weight=10.0)], ids=["r1", "gp"])
+def test_penalty_scale_of_lazy_regularization(kw):
+    """[eq-gan-r1] [eq-gan-gp] penalty_scale multiplies the penalty of the discriminator's
+    loss: 0 leaves the plain loss, and the loss is affine in the scale (so that lazy
+    regularization every k steps at scale k has the same mean weight)."""
+    gan = mlp_gan(latent_dim=3, hidden=16, depth=2, **kw).double()
+    x = torch.randn(64, 2, dtype=F64)
+
+    def loss(scale):
+        return float(gan.discriminator_loss(x, generator=torch.Generator().manual_seed(0),
+                                            penalty_scale=scale))
+
+    l0, l1, l3 = loss(0.0), loss(1.0), loss(3.0)
+    assert l1 - l0 > 1e-6
+    assert l3 - l0 == pytest.approx(3 * (l1 - l0), rel=1e-9)
 
 
 def test_train_gan_counts_checkpoints_and_reproducibility():

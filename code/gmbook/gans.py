@@ -746,12 +746,14 @@ class GAN(nn.Module):
             raise ValueError(f"z must have shape ({n}, {self.latent_dim}), got {describe(z)}")
         return self(z)
 
-    def discriminator_loss(self, x: Tensor, *, generator: torch.Generator | None = None
-                           ) -> Tensor:
+    def discriminator_loss(self, x: Tensor, *, generator: torch.Generator | None = None,
+                           penalty_scale: float = 1.0) -> Tensor:
         r"""The discriminator's loss on a data batch ``x`` ``(B, *shape)`` against ``B``
         fresh generated points (the generator is not trained by it: its output is
-        detached), with the penalties of the model."""
+        detached), with the penalties of the model multiplied by ``penalty_scale``
+        (0 leaves them out; :func:`train_gan` uses it for lazy regularization)."""
         x = check_float_tensor("x", x)
+        penalty_scale = check_nonnegative("penalty_scale", penalty_scale)
         with torch.no_grad():
             fake = self(self.prior(x.shape[0], generator=generator))
         real_s, fake_s = self.score(x), self.score(fake)
@@ -761,11 +763,11 @@ class GAN(nn.Module):
             loss = critic_loss_wgan(real_s, fake_s)
         else:
             loss = d_loss_hinge(real_s, fake_s)
-        if self.gp_weight > 0:
-            loss = loss + self.gp_weight * gradient_penalty(self.score, x, fake,
-                                                            generator=generator)
-        if self.r1_weight > 0:
-            loss = loss + 0.5 * self.r1_weight * r1_penalty(self.score, x)
+        if self.gp_weight > 0 and penalty_scale > 0:
+            loss = loss + penalty_scale * self.gp_weight * gradient_penalty(
+                self.score, x, fake, generator=generator)
+        if self.r1_weight > 0 and penalty_scale > 0:
+            loss = loss + penalty_scale * 0.5 * self.r1_weight * r1_penalty(self.score, x)
         return loss
 
     def generator_loss(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
@@ -878,7 +880,7 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
               batch_size: int = 256, lr: float = 2e-4, lr_d: float | None = None,
               betas: tuple[float, float] = (0.5, 0.999), n_critic: int = 1,
-              schedule: str = "constant", clip: float | None = None, ema: EMA | None = None,
+              schedule: str = "constant", lazy: int = 1, clip: float | None = None, ema: EMA | None = None,
               checkpoints: Iterable[int] = (), seed: int | None = None,
               generator: torch.Generator | None = None, progress: bool | None = None,
               callback: Callable[[int, float, float], None] | None = None) -> GANHistory:
@@ -908,6 +910,10 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
         schedule: ``"constant"``, or ``"linear"``: both learning rates decay linearly to 0,
             :math:`\eta_i = \eta\,(1 - i / S)` at generator step :math:`i` of :math:`S`
             (the last steps then move the generator little: the samples settle).
+        lazy: lazy regularization (Karras et al., 2020, Sec. 3.1): the penalties of the
+            model (gradient penalty, R1) enter only every ``lazy``-th discriminator update,
+            multiplied by ``lazy`` (the same weight on average, at a fraction of the cost
+            of their double back-propagation).
         clip: weight clipping of the discriminator (the original WGAN), or ``None``.
         ema: a :class:`gmbook.train.EMA` of ``gan.generator``, updated after every
             generator step; sample from it with ``ema.swap()``.
@@ -924,7 +930,7 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
     if not isinstance(gan, GAN):
         raise TypeError(f"gan must be a GAN, got {describe(gan)}")
     steps, batch_size = check_int("steps", steps, 0), check_int("batch_size", batch_size)
-    n_critic = check_int("n_critic", n_critic)
+    n_critic, lazy = check_int("n_critic", n_critic), check_int("lazy", lazy)
     lr = check_positive("lr", lr)
     lr_d = lr if lr_d is None else check_positive("lr_d", lr_d)
     if (not isinstance(betas, tuple) or len(betas) != 2
@@ -988,7 +994,9 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
                         for group in opt.param_groups:
                             group["lr"] = base * (1 - i / steps)
                 for _ in range(n_critic):
-                    d_loss = gan.discriminator_loss(draw(batch_size).to(device))
+                    scale = float(lazy) if len(d_losses) % lazy == 0 else 0.0
+                    d_loss = gan.discriminator_loss(draw(batch_size).to(device),
+                                                    penalty_scale=scale)
                     opt_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     opt_d.step()
