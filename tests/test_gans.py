@@ -326,8 +326,8 @@ def test_penalty_scale_of_lazy_regularization(kw):
     x = torch.randn(64, 2, dtype=F64)
 
     def loss(scale):
-        return float(gan.discriminator_loss(x, generator=torch.Generator().manual_seed(0),
-                                            penalty_scale=scale))
+        return gan.discriminator_loss(x, generator=torch.Generator().manual_seed(0),
+                                      penalty_scale=scale).item()
 
     l0, l1, l3 = loss(0.0), loss(1.0), loss(3.0)
     assert l1 - l0 > 1e-6
