@@ -30,7 +30,8 @@ judged by its samples only. This module holds, in the order of the chapter:
   iterates :func:`dirac_trajectory`;
 - **the model**: :class:`GAN` (generator, discriminator, loss, penalties), trained by
   :func:`train_gan` (alternating updates, ``n_critic`` critic steps per generator step,
-  Adam with the betas GANs use, an optional :class:`gmbook.train.EMA` of the generator,
+  Adam with the betas GANs use, lazy regularization, a linear learning-rate decay, an
+  optional :class:`gmbook.train.EMA` of the generator,
   :class:`Checkpoint` s for a training-step slider), a two-network builder :func:`mlp_gan`,
   and the evaluation of mixture toys :func:`mode_coverage` (modes covered and the fraction
   of samples within 3 standard deviations of a mode).
@@ -39,7 +40,8 @@ References: Goodfellow et al. (2014), *Generative adversarial nets*; Arjovsky, C
 Bottou (2017), *Wasserstein generative adversarial networks*; Gulrajani et al. (2017),
 *Improved training of Wasserstein GANs*; Miyato et al. (2018), *Spectral normalization for
 generative adversarial networks*; Lim & Ye (2017), *Geometric GAN*; Mescheder, Geiger &
-Nowozin (2018), *Which training methods for GANs do actually converge?*.
+Nowozin (2018), *Which training methods for GANs do actually converge?*; Karras et al.
+(2020), *Analyzing and improving the image quality of StyleGAN* (lazy regularization).
 """
 
 from __future__ import annotations
