@@ -46,11 +46,10 @@ Nowozin (2018), *Which training methods for GANs do actually converge?*; Karras 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -882,7 +881,8 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
               batch_size: int = 256, lr: float = 2e-4, lr_d: float | None = None,
               betas: tuple[float, float] = (0.5, 0.999), n_critic: int = 1,
-              schedule: str = "constant", lazy: int = 1, clip: float | None = None, ema: EMA | None = None,
+              schedule: str = "constant", lazy: int = 1, clip: float | None = None,
+              ema: EMA | None = None,
               checkpoints: Iterable[int] = (), seed: int | None = None,
               generator: torch.Generator | None = None, progress: bool | None = None,
               callback: Callable[[int, float, float], None] | None = None) -> GANHistory:
