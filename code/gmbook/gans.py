@@ -32,7 +32,7 @@ judged by its samples only. This module holds, in the order of the chapter:
   :func:`train_gan` (alternating updates, ``n_critic`` critic steps per generator step,
   Adam with the betas GANs use, lazy regularization, a linear learning-rate decay, an
   optional :class:`gmbook.train.EMA` of the generator,
-  :class:`Checkpoint` s for a training-step slider), a two-network builder :func:`mlp_gan`,
+  checkpoints (:class:`Checkpoint`) for a training-step slider), a two-network builder :func:`mlp_gan`,
   and the evaluation of mixture toys :func:`mode_coverage` (modes covered and the fraction
   of samples within 3 standard deviations of a mode).
 
@@ -786,7 +786,7 @@ def mlp_gan(*, dim: int = 2, latent_dim: int = 8, hidden: int = 128, depth: int 
             d_hidden: int | None = None, d_depth: int | None = None, loss: str = "nonsaturating",
             spectral: bool = False, gp_weight: float = 0.0, r1_weight: float = 0.0,
             generator: torch.Generator | None = None) -> GAN:
-    r"""A :class:`GAN` of two :class:`gmbook.nets.MLP` s for ``dim``-dimensional points.
+    r"""A :class:`GAN` of two MLPs (:class:`gmbook.nets.MLP`) for ``dim``-dimensional points.
 
     The generator is ``MLP(latent_dim, dim, hidden=hidden, depth=depth)`` with ReLU; the
     discriminator ``MLP(dim, 1, hidden=d_hidden, depth=d_depth)`` with leaky ReLU (slope
@@ -860,7 +860,7 @@ class GANHistory:
         steps: generator updates done.
         cpu_seconds: CPU time of the loop (``time.process_time``: all threads of this
             process), checkpoints included.
-        checkpoints: the :class:`Checkpoint` s asked for, in order of ``step``.
+        checkpoints: the checkpoints asked for (:class:`Checkpoint`), in order of ``step``.
     """
 
     d_losses: list[float]
