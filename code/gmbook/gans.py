@@ -31,10 +31,10 @@ judged by its samples only. This module holds, in the order of the chapter:
 - **the model**: :class:`GAN` (generator, discriminator, loss, penalties), trained by
   :func:`train_gan` (alternating updates, ``n_critic`` critic steps per generator step,
   Adam with the betas GANs use, lazy regularization, a linear learning-rate decay, an
-  optional :class:`gmbook.train.EMA` of the generator,
-  checkpoints (:class:`Checkpoint`) for a training-step slider), a two-network builder :func:`mlp_gan`,
-  and the evaluation of mixture toys :func:`mode_coverage` (modes covered and the fraction
-  of samples within 3 standard deviations of a mode).
+  optional :class:`gmbook.train.EMA` of the generator, checkpoints (:class:`Checkpoint`)
+  for a training-step slider), a two-network builder :func:`mlp_gan`, and the evaluation
+  of mixture toys :func:`mode_coverage` (modes covered and the fraction of samples within
+  3 standard deviations of a mode).
 
 References: Goodfellow et al. (2014), *Generative adversarial nets*; Arjovsky, Chintala &
 Bottou (2017), *Wasserstein generative adversarial networks*; Gulrajani et al. (2017),
