@@ -1,10 +1,10 @@
-r"""Data sets of the book: five 2-D toy distributions and the 8x8 digits.
+r"""Data sets of the book: six 2-D toy distributions and the 8x8 digits.
 
 Every chapter trains its models on the same few data sets, and this module holds them all;
 it is introduced on the page ``book/foundations/problem.md`` (Chapter 1, "The generative
 modeling problem"). The 2-D toys (:class:`TwoMoons`, :class:`EightGaussians`,
-:class:`Checkerboard`, :class:`Banana`, :class:`Spirals`) are small classes with the same
-verbs as the book's models, ``sample(n)`` and, where the density is tractable,
+:class:`GaussianGrid`, :class:`Checkerboard`, :class:`Banana`, :class:`Spirals`) are small
+classes with the same verbs as the book's models, ``sample(n)`` and, where the density is tractable,
 ``log_prob(x)``, so that a learned density can be compared with the exact one. By default
 they are standardized per axis by a fixed :class:`Standardizer`. The digits
 (:func:`digits`, :func:`digits_split`) are the 1797 images of scikit-learn's bundled copy
@@ -47,6 +47,7 @@ __all__ = [
     "Checkerboard",
     "ClassConditional",
     "EightGaussians",
+    "GaussianGrid",
     "Spirals",
     "Standardizer",
     "Toy2D",
@@ -620,11 +621,92 @@ class EightGaussians(Toy2D):
         x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
         return x, k
 
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density as ``(weights, means, variances)`` in the space of
+        :meth:`gmbook.data.Toy2D.sample`, float64 on the CPU, shapes ``(8,)``, ``(8, 2)``,
+        ``(8, 2)``, in the order of the labels (as :meth:`GaussianGrid.mixture`)."""
+        means = self._centres(torch.device("cpu"), torch.float64)
+        var = torch.full_like(means, self.std**2)
+        if self.standardize:
+            st = self.standardizer
+            means, var = st.transform(means), var / st.std.to(var) ** 2
+        return torch.full((8,), 1 / 8, dtype=torch.float64), means, var
+
     def _log_prob_raw(self, x: Tensor) -> Tensor:
         centres = self._centres(x.device, x.dtype)
         d2 = ((x[..., None, :] - centres) ** 2).sum(-1)  # (*B, 8)
         log_kernel = _gaussian_log_kernel(d2, self.std**2)
         return torch.logsumexp(log_kernel, dim=-1) - math.log(8)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianGrid(Toy2D):
+    r"""Equal mixture of ``side x side`` isotropic Gaussians on a square grid.
+
+    .. math::
+
+        p(x) = \frac{1}{m^2} \sum_{i, j = 0}^{m - 1} \mathcal{N}\!\left(x;\;
+        h\,\big(i - \tfrac{m - 1}{2},\, j - \tfrac{m - 1}{2}\big),\;
+        \text{std}^2 I\right),
+
+    with :math:`m` = ``side`` and :math:`h` = ``spacing``. With the defaults, the 25 modes
+    of the 5x5 grid on :math:`\{-2, \dots, 2\}^2`, each of std 0.05 (a twentieth of the
+    spacing): the GAN chapter counts the modes a generator covers. A component's label is
+    ``i * side + j`` (column :math:`i`, row :math:`j`).
+
+    Args:
+        side: modes per axis, an int ``>= 2``.
+        spacing: distance :math:`h > 0` between neighbouring modes.
+        std: standard deviation of each component, ``> 0``.
+        standardize: map the samples by the fixed :attr:`standardizer`.
+    """
+
+    side: int = 5
+    spacing: float = 1.0
+    std: float = 0.05
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.side, bool) or not isinstance(self.side, numbers.Integral):
+            raise TypeError(f"side must be an int >= 2, got {self.side!r}")
+        if self.side < 2:
+            raise ValueError(f"side must be an int >= 2, got {self.side}")
+        object.__setattr__(self, "side", int(self.side))
+        object.__setattr__(self, "spacing", _check_positive("spacing", self.spacing))
+        object.__setattr__(self, "std", _check_positive("std", self.std))
+        _check_bool("standardize", self.standardize)
+
+    @property
+    def components(self) -> int:  # type: ignore[override]
+        """Number of modes, ``side**2``; labels index them."""
+        return self.side**2
+
+    def _centres(self, device, dtype) -> Tensor:
+        line = (torch.arange(self.side, device=device, dtype=dtype) - (self.side - 1) / 2)
+        return self.spacing * torch.cartesian_prod(line, line)  # (side**2, 2)
+
+    def _sample_raw(self, n, generator, device, dtype):
+        k = torch.randint(0, self.components, (n,), generator=generator, device=device)
+        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
+        return x, k
+
+    def _log_prob_raw(self, x: Tensor) -> Tensor:
+        d2 = ((x[..., None, :] - self._centres(x.device, x.dtype)) ** 2).sum(-1)  # (*B, K)
+        return torch.logsumexp(_gaussian_log_kernel(d2, self.std**2), dim=-1) \
+            - math.log(self.components)
+
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density as ``(weights, means, variances)`` in the space of
+        :meth:`gmbook.data.Toy2D.sample` (the centres through the :attr:`standardizer`, the
+        variances divided by its squared scales), float64 on the CPU, shapes ``(K,)``,
+        ``(K, 2)``, ``(K, 2)``, ``K = side**2``, in the order of the labels."""
+        means = self._centres(torch.device("cpu"), torch.float64)
+        var = torch.full_like(means, self.std**2)
+        if self.standardize:
+            st = self.standardizer
+            means, var = st.transform(means), var / st.std.to(var) ** 2
+        k = self.components
+        return torch.full((k,), 1 / k, dtype=torch.float64), means, var
 
 
 @dataclasses.dataclass(frozen=True)
@@ -843,6 +925,7 @@ TOYS: dict[str, type[Toy2D]] = {
     "checkerboard": Checkerboard,
     "banana": Banana,
     "spirals": Spirals,
+    "gaussian_grid": GaussianGrid,
 }
 """The 2-D toys by name, for :func:`toy`."""
 
@@ -852,7 +935,7 @@ def toy(name: str, **kwargs: object) -> Toy2D:
 
     Args:
         name: one of the keys of :data:`TOYS`: ``"two_moons"``, ``"eight_gaussians"``,
-            ``"checkerboard"``, ``"banana"``, ``"spirals"``.
+            ``"checkerboard"``, ``"banana"``, ``"spirals"``, ``"gaussian_grid"``.
         **kwargs: parameters of that class, e.g. ``noise=0.1`` or ``standardize=False``.
 
     Returns:
