@@ -587,8 +587,41 @@ class _ArcMixtureLogSumExp(torch.autograd.Function):
         return -grad[:, None] * (x - mean) / ctx.var, None, None, None, None
 
 
+class _IsotropicMixture(Toy2D):
+    """An equal mixture of isotropic Gaussians of standard deviation ``self.std`` at the
+    centres ``self._centres(device, dtype)`` ``(K, 2)``, ``K = self.components``: the
+    sampler, the density and the mixture shared by :class:`EightGaussians` and
+    :class:`GaussianGrid` (a component's label is its row of the centres)."""
+
+    def _centres(self, device, dtype) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _sample_raw(self, n, generator, device, dtype):
+        k = torch.randint(0, self.components, (n,), generator=generator, device=device)
+        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
+        return x, k
+
+    def _log_prob_raw(self, x: Tensor) -> Tensor:
+        d2 = ((x[..., None, :] - self._centres(x.device, x.dtype)) ** 2).sum(-1)  # (*B, K)
+        log_kernel = _gaussian_log_kernel(d2, self.std**2)
+        return torch.logsumexp(log_kernel, dim=-1) - math.log(self.components)
+
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density as ``(weights, means, variances)`` in the space of
+        :meth:`gmbook.data.Toy2D.sample` (the centres through the :attr:`standardizer`, the
+        variances divided by its squared scales), float64 on the CPU, shapes ``(K,)``,
+        ``(K, 2)``, ``(K, 2)``, ``K`` the number of components, in the order of the labels."""
+        means = self._centres(torch.device("cpu"), torch.float64)
+        var = torch.full_like(means, self.std**2)
+        if self.standardize:
+            st = self.standardizer
+            means, var = st.transform(means), var / st.std.to(var) ** 2
+        k = self.components
+        return torch.full((k,), 1 / k, dtype=torch.float64), means, var
+
+
 @dataclasses.dataclass(frozen=True)
-class EightGaussians(Toy2D):
+class EightGaussians(_IsotropicMixture):
     r"""Equal mixture of 8 isotropic Gaussians evenly spaced on a circle.
 
     .. math::
@@ -616,31 +649,10 @@ class EightGaussians(Toy2D):
         angle = torch.arange(8, device=device, dtype=dtype) * (math.pi / 4)
         return self.radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (8, 2)
 
-    def _sample_raw(self, n, generator, device, dtype):
-        k = torch.randint(0, 8, (n,), generator=generator, device=device)
-        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
-        return x, k
-
-    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
-        r"""The density as ``(weights, means, variances)`` in the space of
-        :meth:`gmbook.data.Toy2D.sample`, float64 on the CPU, shapes ``(8,)``, ``(8, 2)``,
-        ``(8, 2)``, in the order of the labels (as :meth:`GaussianGrid.mixture`)."""
-        means = self._centres(torch.device("cpu"), torch.float64)
-        var = torch.full_like(means, self.std**2)
-        if self.standardize:
-            st = self.standardizer
-            means, var = st.transform(means), var / st.std.to(var) ** 2
-        return torch.full((8,), 1 / 8, dtype=torch.float64), means, var
-
-    def _log_prob_raw(self, x: Tensor) -> Tensor:
-        centres = self._centres(x.device, x.dtype)
-        d2 = ((x[..., None, :] - centres) ** 2).sum(-1)  # (*B, 8)
-        log_kernel = _gaussian_log_kernel(d2, self.std**2)
-        return torch.logsumexp(log_kernel, dim=-1) - math.log(8)
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianGrid(Toy2D):
+class GaussianGrid(_IsotropicMixture):
     r"""Equal mixture of ``side x side`` isotropic Gaussians on a square grid.
 
     .. math::
@@ -685,28 +697,6 @@ class GaussianGrid(Toy2D):
         line = (torch.arange(self.side, device=device, dtype=dtype) - (self.side - 1) / 2)
         return self.spacing * torch.cartesian_prod(line, line)  # (side**2, 2)
 
-    def _sample_raw(self, n, generator, device, dtype):
-        k = torch.randint(0, self.components, (n,), generator=generator, device=device)
-        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
-        return x, k
-
-    def _log_prob_raw(self, x: Tensor) -> Tensor:
-        d2 = ((x[..., None, :] - self._centres(x.device, x.dtype)) ** 2).sum(-1)  # (*B, K)
-        return torch.logsumexp(_gaussian_log_kernel(d2, self.std**2), dim=-1) \
-            - math.log(self.components)
-
-    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
-        r"""The density as ``(weights, means, variances)`` in the space of
-        :meth:`gmbook.data.Toy2D.sample` (the centres through the :attr:`standardizer`, the
-        variances divided by its squared scales), float64 on the CPU, shapes ``(K,)``,
-        ``(K, 2)``, ``(K, 2)``, ``K = side**2``, in the order of the labels."""
-        means = self._centres(torch.device("cpu"), torch.float64)
-        var = torch.full_like(means, self.std**2)
-        if self.standardize:
-            st = self.standardizer
-            means, var = st.transform(means), var / st.std.to(var) ** 2
-        k = self.components
-        return torch.full((k,), 1 / k, dtype=torch.float64), means, var
 
 
 @dataclasses.dataclass(frozen=True)

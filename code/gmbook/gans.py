@@ -46,6 +46,7 @@ Nowozin (2018), *Which training methods for GANs do actually converge?*; Karras 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -976,7 +977,7 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
 
     mode = gan.training
     start = time.process_time()
-    rng = torch.random.fork_rng() if seed is not None else _nullcontext()
+    rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
@@ -1027,14 +1028,6 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
                 close()
             gan.train(mode)
     return GANHistory(d_losses, g_losses, len(g_losses), time.process_time() - start, kept)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
 
 
 # --------------------------------------------------------------------------- evaluation
