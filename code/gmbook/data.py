@@ -48,6 +48,7 @@ __all__ = [
     "ClassConditional",
     "EightGaussians",
     "GaussianGrid",
+    "IsotropicMixture",
     "Spirals",
     "Standardizer",
     "Toy2D",
@@ -587,11 +588,12 @@ class _ArcMixtureLogSumExp(torch.autograd.Function):
         return -grad[:, None] * (x - mean) / ctx.var, None, None, None, None
 
 
-class _IsotropicMixture(Toy2D):
-    """An equal mixture of isotropic Gaussians of standard deviation ``self.std`` at the
-    centres ``self._centres(device, dtype)`` ``(K, 2)``, ``K = self.components``: the
-    sampler, the density and the mixture shared by :class:`EightGaussians` and
-    :class:`GaussianGrid` (a component's label is its row of the centres)."""
+class IsotropicMixture(Toy2D):
+    """Base class of the toys that are an equal mixture of isotropic Gaussians
+    (:class:`EightGaussians`, :class:`GaussianGrid`): a subclass gives the standard
+    deviation ``std`` and the centres ``_centres(device, dtype)``, ``(K, 2)`` with ``K`` its
+    ``components``; the sampler, the density and :meth:`mixture` are shared. A component's
+    label is its row of the centres."""
 
     def _centres(self, device, dtype) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -621,7 +623,7 @@ class _IsotropicMixture(Toy2D):
 
 
 @dataclasses.dataclass(frozen=True)
-class EightGaussians(_IsotropicMixture):
+class EightGaussians(IsotropicMixture):
     r"""Equal mixture of 8 isotropic Gaussians evenly spaced on a circle.
 
     .. math::
@@ -652,7 +654,7 @@ class EightGaussians(_IsotropicMixture):
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianGrid(_IsotropicMixture):
+class GaussianGrid(IsotropicMixture):
     r"""Equal mixture of ``side x side`` isotropic Gaussians on a square grid.
 
     .. math::
