@@ -61,7 +61,7 @@ from gmbook._checks import (check_bool, check_float_tensor, check_generator, che
                             check_shape, describe)
 from gmbook._random import rand, randn
 from gmbook.nets import MLP
-from gmbook.train import EMA, _Minibatches, _progress_bar
+from gmbook.train import EMA, _batch_source, _progress_bar
 
 __all__ = [
     "GAN",
@@ -981,11 +981,7 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(data, Tensor):
-            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-            draw: Callable[[int], Tensor] = _Minibatches(data.to(device), batch_size, gen)
-        else:
-            draw = data
+        draw = _batch_source(data, batch_size, device)
         gan.train()
         if 0 in marks:
             keep(0)

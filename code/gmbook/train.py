@@ -386,6 +386,17 @@ def _lr_factor(i: int, steps: int, schedule: str, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _batch_source(data: Tensor | Callable[[int], Tensor], batch_size: int,
+                  device: torch.device) -> Callable[[int], Tensor]:
+    """What a training loop draws its minibatches from: a callable as given, or, for a
+    tensor, shuffled epochs of it (:class:`_Minibatches`) with a generator seeded from the
+    global RNG (which :func:`fit` and :func:`gmbook.gans.train_gan` fork and seed)."""
+    if not isinstance(data, Tensor):
+        return data
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    return _Minibatches(data.to(device), batch_size, gen)
+
+
 def _progress_bar(steps: int, progress: bool | None) -> Iterable[int]:
     """``range(steps)``, wrapped in a progress bar unless disabled."""
     iterable = range(steps)
@@ -584,12 +595,7 @@ def fit(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(data, Tensor):
-            # The minibatch generator is seeded from the (forked, seeded) global RNG.
-            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-            draw: Callable[[int], Tensor] = _Minibatches(data.to(device), batch_size, gen)
-        else:
-            draw = data
+        draw = _batch_source(data, batch_size, device)
         if owner is not None:
             owner.train()
         bar = _progress_bar(steps, progress)
