@@ -275,6 +275,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
     ebm,
     evaluation,
+    few_step,
     flow_matching,
     flows,
     probability,
@@ -335,7 +336,8 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "cnf", "score", "ddpm", "sde", "flow_matching", "probability", "stochastic"]
+                  "cnf", "score", "ddpm", "sde", "flow_matching", "few_step", "probability",
+                  "stochastic"]
 
 __all__ = [
     "Case",
