@@ -335,3 +335,28 @@ def test_meanflow_model_trains_and_samples():
     assert mf.sample(6, steps=2).shape == (6, 2)
     with pytest.raises(ValueError, match="equal"):
         MeanFlow(MLP(4, 2, hidden=8), equal=1.0)
+
+
+def test_one_denoiser_call_collapses_but_the_flow_map_does_not():
+    """[prop-fs-one-call] [prop-fs-gaussian] From the exact noised marginal of Gaussian data
+    at t = 3, one call of the exact denoiser returns samples of variance v^2 / (v + t^2)
+    (the law of total covariance), while the flow map to s = 0.002 returns the data's
+    variance v + s^2; for the two moons' mixture the one-call samples are also narrower than
+    the data on both axes."""
+    ve = samplers.VEPath(3.0)
+    pred = gaussian_pred(ve)
+    g = torch.Generator().manual_seed(5)
+    n = 40_000
+    x = MEAN + (VAR + 9.0).sqrt() * torch.randn(n, 2, generator=g, dtype=F64)
+    one = pred.x0_eps(x, torch.tensor(3.0, dtype=F64))[0]
+    want = VAR**2 / (VAR + 9.0)
+    assert ((one.var(0) - want).abs() < 4 * want * math.sqrt(2 / n)).all(), one.var(0)
+    mapped = gaussian_flow_map(x, 3.0, 0.002, MEAN, VAR, ve)
+    torch.testing.assert_close(mapped.var(0), VAR + 0.002**2, rtol=0.03, atol=0)
+    from gmbook.data import TwoMoons
+    moons = TwoMoons()
+    mix = samplers.mixture_prediction(*moons.mixture(), ve)
+    data = moons.sample(4000, generator=g).to(F64)
+    noisy = data + 3.0 * torch.randn(4000, 2, generator=g, dtype=F64)
+    one_moons = mix.x0_eps(noisy, torch.tensor(3.0, dtype=F64))[0]
+    assert (one_moons.var(0) < 0.5 * data.var(0)).all()
