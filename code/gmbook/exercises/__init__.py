@@ -207,18 +207,15 @@ Checkers of the chapter *Generation in one or two steps*:
 
 ============================  ==========================================================
 ``consistency_coefficients``  ``fn(sigma, sigma_data, sigma_min) -> (c_skip, c_out)``,
-                              the skip and output scalings
-                              :math:`c_{\mathrm{skip}}(\sigma)` and
-                              :math:`c_{\mathrm{out}}(\sigma)` of a consistency model,
-                              each of the shape of ``sigma`` ``(B,)`` (eq.
-                              ``eq-fs-cm-param``;
+                              the skip and output scalings ``(c_skip, c_out)`` of a
+                              consistency model, each of the shape of ``sigma`` ``(B,)``
+                              (eq. ``eq-fs-cm-param``;
                               :func:`gmbook.few_step.consistency_coefficients`)
-``gaussian_flow_map``         ``fn(x, t, s, mean, var) -> x_s``, the flow map
-                              :math:`\Phi_{t \to s}(x)` of the probability-flow ODE on
-                              the VE path for Gaussian data :math:`\mathcal N(\mu,
-                              \operatorname{diag} v)`, per coordinate :math:`\mu +
-                              \sqrt{(v + s^2)/(v + t^2)}\,(x - \mu)`, shape ``(B, D)``
-                              (eq. ``eq-fs-gaussian-flow-map``;
+``gaussian_flow_map``         ``fn(x, t, s, mean, var) -> x_s``, the flow map from level
+                              ``t`` to level ``s`` of the probability-flow ODE on the VE
+                              path for Gaussian data with mean ``mean`` and variances
+                              ``var``, shape ``(B, D)`` (eq.
+                              ``eq-fs-gaussian-flow-map``;
                               :func:`gmbook.few_step.gaussian_flow_map`)
 ============================  ==========================================================
 

@@ -20,10 +20,11 @@ from gmbook.exercises._framework import (
 
 
 def _gaussian_flow_map(x: Tensor, t: float, s: float, mean: Tensor, var: Tensor) -> Tensor:
-    r"""Reference: the flow map :math:`\Phi_{t \to s}(x)` of the probability-flow ODE on the
-    VE path for Gaussian data :math:`\mathcal N(\mu, \operatorname{diag} v)`, per coordinate
-    :math:`\mu + \sqrt{(v + s^2)/(v + t^2)}\,(x - \mu)`, shape ``(B, D)`` (eq.
-    ``eq-fs-gaussian-flow-map``; :func:`gmbook.few_step.gaussian_flow_map`)."""
+    r"""Reference: the flow map from level ``t`` to level ``s`` of the probability-flow ODE
+    on the VE path for Gaussian data with mean ``mean`` and variances ``var``, shape
+    ``(B, D)`` (eq. ``eq-fs-gaussian-flow-map``; :func:`gmbook.few_step.gaussian_flow_map`).
+
+    Per coordinate it is :math:`\mu + \sqrt{(v + s^2)/(v + t^2)}\,(x - \mu)`."""
     path = samplers.VEPath(max(t, s, 1.0))
     return few_step.gaussian_flow_map(x, t, s, mean, var, path)
 
@@ -87,9 +88,9 @@ register(
 
 def _consistency_coefficients(sigma: Tensor, sigma_data: float,
                               sigma_min: float) -> tuple[Tensor, Tensor]:
-    r"""Reference: the skip and output scalings :math:`c_{\mathrm{skip}}(\sigma)` and
-    :math:`c_{\mathrm{out}}(\sigma)` of a consistency model, each of the shape of ``sigma``
-    ``(B,)`` (eq. ``eq-fs-cm-param``; :func:`gmbook.few_step.consistency_coefficients`)."""
+    r"""Reference: the skip and output scalings ``(c_skip, c_out)`` of a consistency model,
+    each of the shape of ``sigma`` ``(B,)`` (eq. ``eq-fs-cm-param``;
+    :func:`gmbook.few_step.consistency_coefficients`)."""
     c_skip, c_out, _, _ = few_step.consistency_coefficients(sigma, sigma_data, sigma_min)
     return c_skip, c_out
 
