@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gmbook.cnf import (
+    _ACTIVATION_LIPSCHITZ,
     CNF,
     draw_probe,
     gronwall_bound,
@@ -22,6 +23,8 @@ from gmbook.cnf import (
 from gmbook.flow_matching import gaussian_velocity
 from gmbook.nets import MLP
 from gmbook.score import divergence
+
+F64 = torch.float64
 
 
 @pytest.fixture(autouse=True)
@@ -350,3 +353,100 @@ def test_argument_checks():
         lipschitz_upper_bound(nn.Linear(2, 2))
     with pytest.raises(TypeError):
         odeint_adjoint(lambda x, t: x, torch.ones(2), [torch.ones(1)])
+
+
+# Tests added after a mutation check: each one fails for a plausible wrong formula that the
+# tests above let through (a solver's time argument, averaging probes, the probe kind drawn,
+# the two regularisers' weights, the activations' constants).
+@pytest.mark.parametrize("solver, want", [("euler", 0.375), ("midpoint", 0.5), ("heun", 0.5)])
+def test_fixed_step_solvers_on_x_dot_equals_t(solver, want):
+    """[eq-cnf-ode] dx/dt = t from 0 over [0, 1] in 4 steps (h = 1/4): Euler sums h t_k at the
+    left ends, 0.375; midpoint and Heun integrate a linear function exactly, 0.5; backwards
+    from 1 to 0, the mirror values."""
+    f = lambda x, t: t[:, None].expand_as(x)  # noqa: E731
+    x0 = torch.zeros(3, 1, dtype=F64)
+    out = odeint(f, x0, steps=4, solver=solver)
+    assert float((out - want).abs().max()) < 1e-14
+    back = odeint(f, x0, t0=1.0, t1=0.0, steps=4, solver=solver)
+    assert float((back + (1 - want if solver == "euler" else 0.5)).abs().max()) < 1e-14
+
+
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "heun"])
+def test_fixed_step_solvers_on_a_time_dependent_linear_ode(solver):
+    """[eq-cnf-ode] dx/dt = t x, one step h from 0: Euler x (no change, f(x, 0) = 0), midpoint
+    x (1 + h^2/2), Heun x (1 + h^2/2): the time argument at the right place."""
+    h = 0.3
+    x0 = torch.ones(2, 1, dtype=F64)
+    out = odeint(lambda x, t: t[:, None] * x, x0, t1=h, steps=1, solver=solver)
+    want = 1.0 if solver == "euler" else 1 + h * h / 2
+    assert float((out - want).abs().max()) < 1e-14
+
+
+def test_hutchinson_averages_several_probes():
+    """[eq-cnf-hutchinson] With the M = D probes sqrt(D) e_i (so that the mean of eps eps^T is
+    I) the estimate is the trace exactly; with two copies of one probe it is that probe's
+    estimate, not twice it."""
+    d = 3
+    net = MLP(d, hidden=16, depth=2, time_dim=8).double()
+    x = torch.randn(5, d, dtype=F64, requires_grad=True)
+    t = torch.tensor(0.4, dtype=F64)
+    probes = math.sqrt(d) * torch.eye(d, dtype=F64)[:, None, :].expand(d, 5, d)
+    est = hutchinson_divergence(net(x, t), x, probes, create_graph=False)
+    exact = divergence(net(x, t), x, create_graph=False)
+    torch.testing.assert_close(est, exact, rtol=1e-12, atol=1e-12)
+    eps = torch.randn(5, d, dtype=F64)
+    one = hutchinson_divergence(net(x, t), x, eps, create_graph=False)
+    two = hutchinson_divergence(net(x, t), x, torch.stack([eps, eps]), create_graph=False)
+    torch.testing.assert_close(two, one, rtol=1e-12, atol=1e-12)
+
+
+def test_integrate_rademacher_is_exact_for_a_coordinatewise_field():
+    """[eq-cnf-hutchinson] [prop-cnf-hutchinson] A coordinatewise field has a diagonal
+    Jacobian, on which a Rademacher probe is exact (and a Gaussian one is not): integrate
+    with divergence="rademacher" and its own drawn probe gives the exact log-density
+    change."""
+    f = lambda z, t: torch.tanh(2 * z) * (1 + t[:, None])  # noqa: E731
+    x = torch.randn(64, 3, dtype=F64)
+    opts = dict(t0=1.0, t1=0.0, solver="midpoint", steps=8)
+    exact = integrate(f, x, divergence="exact", **opts).delta_logp
+    rad = integrate(f, x, divergence="rademacher", generator=torch.Generator().manual_seed(0),
+                    **opts).delta_logp
+    gau = integrate(f, x, divergence="gaussian", generator=torch.Generator().manual_seed(0),
+                    **opts).delta_logp
+    torch.testing.assert_close(rad.detach(), exact.detach(), rtol=1e-12, atol=1e-12)
+    assert float((gau - exact).detach().abs().max()) > 1e-2
+
+
+class _Wrap(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.dummy = nn.Parameter(torch.zeros((), dtype=F64))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.fn(x, t.expand(x.shape[0]) if t.ndim == 0 else t) + 0 * self.dummy
+
+
+def test_cnf_loss_weights_each_regulariser_by_its_own_lambda():
+    """[eq-cnf-regularisers] For v(x) = a x with lambda_K = 0.3 and lambda_J = 2 (unequal,
+    so that swapping them shows): the loss exceeds the plain NLL by 0.3 * a (1 - e^{-2a})
+    |x|^2 / 2 (mean) + 2 * D a^2."""
+    a = 0.7
+    f = lambda z, t: a * z  # noqa: E731
+    x = torch.randn(16, 2, dtype=F64)
+    model = CNF(_Wrap(f), dim=2, kinetic=0.3, jacobian=2.0, solver="midpoint", steps=400)
+    plain = CNF(_Wrap(f), dim=2, solver="midpoint", steps=400)
+    extra = float((model.loss(x) - plain.loss(x)).detach())
+    kin = a * (1 - math.exp(-2 * a)) * float((x**2).sum(1).mean()) / 2
+    assert extra == pytest.approx(0.3 * kin + 2.0 * 2 * a**2, rel=1e-5)
+
+
+@pytest.mark.parametrize("act", sorted(_ACTIVATION_LIPSCHITZ, key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_activation_lipschitz_constants_are_the_largest_slopes(act):
+    """[thm-cnf-gronwall] Each activation's constant is max |sigma'(x)|, measured by autograd
+    on a fine grid of [-10, 10] (every maximum lies inside: 0, sqrt 2, 2.3994, or a
+    plateau)."""
+    x = torch.linspace(-10, 10, 400_001, dtype=F64).requires_grad_(True)
+    (slope,) = torch.autograd.grad(act()(x).sum(), x)
+    assert _ACTIVATION_LIPSCHITZ[act] == pytest.approx(float(slope.abs().max()), rel=1e-4)

@@ -17,6 +17,7 @@ from gmbook.data import (
     Banana,
     Checkerboard,
     EightGaussians,
+    GaussianGrid,
     Spirals,
     Standardizer,
     TwoMoons,
@@ -27,8 +28,9 @@ from gmbook.data import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DENSITY_TOYS = ["two_moons", "eight_gaussians", "checkerboard", "banana"]
-LABELLED_TOYS = {"two_moons": 2, "eight_gaussians": 8, "checkerboard": 8, "spirals": 2}
+DENSITY_TOYS = ["two_moons", "eight_gaussians", "checkerboard", "banana", "gaussian_grid"]
+LABELLED_TOYS = {"two_moons": 2, "eight_gaussians": 8, "checkerboard": 8, "spirals": 2,
+                 "gaussian_grid": 25}
 
 # A box holding all but a negligible mass of each default toy in raw coordinates, and a
 # grid step: well under the Gaussian widths (0.05, 0.1, 0.5), and aligned with the unit
@@ -38,6 +40,7 @@ RAW_BOX = {
     "eight_gaussians": ((-2.8, 2.8), (-2.8, 2.8), 0.04),
     "checkerboard": ((-2.0, 2.0), (-2.0, 2.0), 0.05),
     "banana": ((-6.0, 6.0), (-3.5, 37.5), 0.05),
+    "gaussian_grid": ((-2.5, 2.5), (-2.5, 2.5), 0.0125),
 }
 
 
@@ -138,6 +141,8 @@ ANALYTIC_MOMENTS = {
     "eight_gaussians": ((0.0, 0.0), (math.sqrt(2.0 + 0.01),) * 2),
     "checkerboard": ((0.0, 0.0), (math.sqrt(4 / 3),) * 2),
     "banana": ((0.0, 0.0), (1.0, math.sqrt(2.0 + 0.25))),
+    # the 5 grid lines -2..2 have variance (4 + 1 + 0 + 1 + 4) / 5 = 2, plus std^2
+    "gaussian_grid": ((0.0, 0.0), (math.sqrt(2.0 + 0.05**2),) * 2),
 }
 
 
@@ -286,6 +291,10 @@ def test_eight_gaussians_matches_mixture_same_family(standardize):
     if standardize:  # the image of the mixture under the per-axis affine map
         s = dist.standardizer
         means, scale = (means - s.mean) / s.std, scale / s.std
+    w, mu, var = dist.mixture()
+    torch.testing.assert_close(w, torch.full((8,), 1 / 8, dtype=torch.float64))
+    torch.testing.assert_close(mu, means)
+    torch.testing.assert_close(var, scale**2)
     reference = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(torch.ones(8, dtype=torch.float64)),
         torch.distributions.Independent(torch.distributions.Normal(means, scale), 1),
@@ -297,6 +306,32 @@ def test_eight_gaussians_matches_mixture_same_family(standardize):
         ]
     )
     torch.testing.assert_close(dist.log_prob(x), reference.log_prob(x))
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_gaussian_grid_log_prob_and_mixture_match_mixture_same_family(standardize):
+    """The grid's log_prob and its mixture() are the 25-component mixture, raw or
+    standardized; the labels name the component that drew each point."""
+    dist = GaussianGrid(standardize=standardize)
+    line = torch.arange(-2.0, 3.0, dtype=torch.float64)
+    means = torch.cartesian_prod(line, line)  # (25, 2), label i * 5 + j
+    scale = torch.full((25, 2), 0.05, dtype=torch.float64)
+    if standardize:
+        s = dist.standardizer
+        means, scale = (means - s.mean) / s.std, scale / s.std
+    reference = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.ones(25, dtype=torch.float64)),
+        torch.distributions.Independent(torch.distributions.Normal(means, scale), 1),
+    )
+    x, labels = dist.sample_with_labels(500, generator=gen(4), dtype=torch.float64)
+    x = torch.cat([x, 2 * torch.randn(50, 2, dtype=torch.float64)])
+    torch.testing.assert_close(dist.log_prob(x), reference.log_prob(x))
+    w, mu, var = dist.mixture()
+    torch.testing.assert_close(w, torch.full((25,), 1 / 25, dtype=torch.float64))
+    torch.testing.assert_close(mu, means)
+    torch.testing.assert_close(var, scale**2)
+    nearest = torch.cdist(x[:500], mu).argmin(-1)
+    assert torch.equal(nearest, labels)  # the modes are 20 std apart: no point is ambiguous
 
 
 def test_banana_entropy_is_that_of_its_gaussian_factors():
@@ -376,6 +411,10 @@ BAD_ARGUMENTS = [
     (lambda: Checkerboard(squares=2.5), TypeError, "squares must be an int >= 2"),
     (lambda: Checkerboard(half_width=0.0), ValueError, "half_width must be > 0"),
     (lambda: Banana(std=0.0), ValueError, "std must be > 0"),
+    (lambda: GaussianGrid(side=1), ValueError, "side must be an int >= 2"),
+    (lambda: GaussianGrid(side=2.0), TypeError, "side must be an int >= 2"),
+    (lambda: GaussianGrid(spacing=0.0), ValueError, "spacing must be > 0"),
+    (lambda: GaussianGrid(std=-0.1), ValueError, "std must be > 0"),
     (lambda: Banana(curvature=math.inf), ValueError, "curvature must be finite"),
     (lambda: Spirals(turns=0.0), ValueError, "turns must be > 0"),
     (lambda: Spirals(noise=-1.0), ValueError, r"noise must be >= 0"),

@@ -13,7 +13,7 @@ from gmbook._random import randn
 from gmbook.data import EightGaussians, TwoMoons
 from gmbook.guidance import (ConditionalEDM, GridDensity, LabelledMixture, LabelledMLP,
                              autoguidance, cfg, classifier_guidance, dps, guidance_interval,
-                             histogram_kl, replacement, tilted_density)
+                             guided_gaussian_mean, histogram_kl, replacement, tilted_density)
 from gmbook.sde import EDM
 
 f64 = torch.float64
@@ -226,6 +226,70 @@ def test_cfg_at_weight_one_samples_the_exact_conditional(moons):
     assert not ok(run(0.0)) and not ok(run(3.0))
 
 
+def test_guided_sampler_overshoots_the_tilted_mean():
+    """[prop-guid-not-tilted] With p(x) = N(0, a^2), p(x | c) = N(mu, b^2), b < a, and exact
+    scores, classifier-free guidance (eq-guid-cfg) at w = 4 run by the probability-flow ODE
+    from the prior's mean at sigma = 1e4 ends at the mean [eq-guid-overshoot]: strictly
+    between the tilted target's mean m (eq-guid-tilted) and w mu, and equal to the
+    integral of m_sigma [eq-guid-guided-gaussian] against K that guided_gaussian_mean
+    computes by quadrature. At w = 1 the same run ends at mu (no overshoot), so the test can
+    tell the two apart. The reverse SDE (eta = 1, kappa = 1), run by Euler-Maruyama from the
+    same start, ends at the mean that the same quadrature gives with kappa = 1 (within 4
+    standard errors of 20 000 runs), which is strictly below the ODE's (kappa = 1/2) and
+    above m: the samplers differ under guidance, as part (3) of the proposition says, and the
+    quadrature decreases in eta towards m."""
+    a, b, mu = 1.0, 0.5, 1.0
+    path = samplers.VEPath(1e4)
+    one = torch.ones(1, dtype=f64)
+
+    def gauss(mean, var):
+        return samplers.mixture_prediction(one, torch.tensor([[mean]], dtype=f64),
+                                           torch.tensor([[var]], dtype=f64), path)
+
+    grid = samplers.karras_grid(path, 400, sigma_min=1e-3, sigma_max=1e4)
+    x0 = torch.zeros(1, 1, dtype=f64)
+
+    def end(w):
+        return samplers.dpm_solver_pp_2m(cfg(gauss(0.0, a * a), gauss(mu, b * b), w), x0,
+                                         grid).samples.item()
+
+    w = 4.0
+    lam = (1 - w) / a**2 + w / b**2
+    m = w * mu / (b * b * lam)
+    mean = guided_gaussian_mean(a, b, mu, w)   # eta = 0: kappa = 1/2
+    got = end(w)
+    assert m + 0.2 < got < w * mu - 2
+    assert abs(got - mean) < 0.01 * (got - m)
+    assert abs(end(1.0) - mu) < 1e-3
+    # the reverse SDE, eta = 1: kappa = 1
+    n = 20_000
+    x = samplers.euler_maruyama(cfg(gauss(0.0, a * a), gauss(mu, b * b), w),
+                                torch.zeros(n, 1, dtype=f64), grid, eta=1.0,
+                                generator=gen(3)).samples[:, 0]
+    se = float(x.std()) / n**0.5
+    sde_mean = guided_gaussian_mean(a, b, mu, w, eta=1.0)
+    assert m + 0.05 < sde_mean < mean - 0.1
+    assert abs(float(x.mean()) - sde_mean) < 4 * se + 0.01 * (sde_mean - m)
+    # part (3): strictly decreasing in eta, towards m
+    eta2, far = (guided_gaussian_mean(a, b, mu, w, eta=e) for e in (2.0, 30.0))
+    assert m < far < eta2 < sde_mean and far - m < 0.01 * (sde_mean - m)
+
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(a=0.5, b=1.0), "smaller than a"),        # b > a: the tilted variance blows up
+    (dict(a=1.0, b=1.0), "smaller than a"),        # b = a: no class information
+    (dict(w=0.5), "at least 1"),                   # w < 1: not guidance
+    (dict(eta=-1.0), "eta"),
+    (dict(points=10), "points"),
+])
+def test_guided_gaussian_mean_rejects_bad_arguments(kwargs, match):
+    """guided_gaussian_mean ([eq-guid-overshoot]) is defined for b < a (the class narrower
+    than the prior), w >= 1, eta >= 0 and a fine quadrature: outside, a clear ValueError."""
+    args = dict(a=1.0, b=0.5, mu=1.0, w=4.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        guided_gaussian_mean(**args)
+
 def test_dps_on_a_gaussian_prior():
     """eq-guid-dps on a Gaussian prior N(m, s^2 I) with the linear observation y = x_1 +
     sigma_y eta: with Tweedie's covariance the guided probability-flow ODE samples the
@@ -304,6 +368,30 @@ def test_dps_differentiates_the_exact_mixture_denoiser(moons):
     out = dps(moons.prediction(path, differentiable=True), torch.tensor([[1.0, 0.0]], dtype=f64),
               torch.tensor([0.3], dtype=f64), 0.1).x0_eps(x, t)[0]
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+
+@pytest.mark.parametrize("tweedie", [False, True])
+def test_dps_with_one_observation_per_sample(moons, tweedie):
+    """eq-guid-dps with one observation per sample, y of shape (B, m): each row is guided by
+    its own y, exactly as a batch of one with that y alone (the half-masked digits of the
+    chapter); a y with the wrong number of rows is refused."""
+    path = samplers.VEPath(3.0)
+    pred = moons.prediction(path, differentiable=True)
+    A = torch.tensor([[1.0, 0.0]], dtype=f64)
+    x = randn((6, 2), dtype=f64, generator=gen(24))
+    t = torch.full((6,), 0.7, dtype=f64)
+    ys = torch.linspace(-1.0, 1.0, 6, dtype=f64)[:, None]            # (6, 1)
+    batch = dps(pred, A, ys, 0.2, tweedie=tweedie).x0_eps(x, t)[0]
+    rows = torch.cat([dps(pred, A, ys[i], 0.2, tweedie=tweedie).x0_eps(x[i:i + 1], t[:1])[0]
+                      for i in range(6)])
+    torch.testing.assert_close(batch, rows)
+    same = dps(pred, A, ys[0], 0.2, tweedie=tweedie).x0_eps(x, t)[0]
+    assert not torch.allclose(batch[1:], same[1:])                 # the rows' own y matter
+    with pytest.raises(ValueError, match="rows"):
+        dps(pred, A, ys[:4], 0.2).x0_eps(x, t)
+    with pytest.raises(ValueError, match="shape"):
+        dps(pred, A, torch.zeros(6, 2, dtype=f64), 0.2)
 
 
 # --------------------------------------------------------------------------- tilted target
@@ -428,3 +516,18 @@ def test_argument_checks(moons):
                                                                         0.5, 2)
     with pytest.raises(TypeError):
         GridDensity((0, 0), (1, 1), torch.zeros(2, 2)).log_prob("x")
+
+
+def test_labelled_mlp_time_scale_reaches_the_embedding():
+    """``LabelledMLP(time_scale=s)`` passes s to its MLP's embedding ``e(s t)``: with the same
+    weights, the network with scale s at time t equals the default (s = 1000) at s t / 1000."""
+    torch.manual_seed(0)
+    default = LabelledMLP(2, 3, hidden=8, depth=2, time_dim=6).double()
+    slow = LabelledMLP(2, 3, hidden=8, depth=2, time_dim=6, time_scale=1.0).double()
+    slow.load_state_dict(default.state_dict())
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    torch.testing.assert_close(slow(x, t, labels), default(x, t / 1000, labels))
+    assert not torch.allclose(slow(x, t, labels), default(x, t, labels))
+    with pytest.raises(ValueError, match="time_scale"):
+        LabelledMLP(2, 2, time_scale=0.0)

@@ -370,6 +370,34 @@ def test_ema_keeps_the_latest_buffers_as_copies():
     assert not torch.equal(net[1].running_mean, torch.full((3,), 7.0))
 
 
+def test_fit_ema_is_update_bit_for_bit():
+    """fit's EMA (the tensors looked up once, EMA._updater) gives exactly what calling
+    EMA.update() after every step gives: averaged weights, a batch norm's buffers and the
+    update count, bit for bit."""
+
+    def run(in_fit: bool):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.SiLU(), nn.Linear(8, 1))
+        ema = EMA(net, decay=0.99, warmup=True)
+        data = torch.randn(64, 3)
+        loss = lambda b: (net(b[:, :2]).squeeze(1) - b[:, 2]).pow(2).mean()  # noqa: E731
+        if in_fit:
+            fit(loss, data, params=net.parameters(), steps=25, batch_size=16, lr=0.05,
+                ema=ema, seed=1, progress=False)
+        else:
+            callback = lambda step, value: ema.update()  # noqa: E731
+            fit(loss, data, params=net.parameters(), steps=25, batch_size=16, lr=0.05,
+                callback=callback, seed=1, progress=False)
+        return ema
+
+    a, b = run(True), run(False)
+    assert a.num_updates == b.num_updates == 25
+    for name in a.shadow:
+        assert torch.equal(a.shadow[name], b.shadow[name]), name
+    for name in a.buffers:
+        assert torch.equal(a.buffers[name], b.buffers[name]), name
+
+
 def test_ema_validation():
     net = nn.Linear(2, 2)
     for bad in (1.0, -0.1, 1.5):

@@ -1,10 +1,10 @@
-r"""Data sets of the book: five 2-D toy distributions and the 8x8 digits.
+r"""Data sets of the book: six 2-D toy distributions and the 8x8 digits.
 
 Every chapter trains its models on the same few data sets, and this module holds them all;
 it is introduced on the page ``book/foundations/problem.md`` (Chapter 1, "The generative
 modeling problem"). The 2-D toys (:class:`TwoMoons`, :class:`EightGaussians`,
-:class:`Checkerboard`, :class:`Banana`, :class:`Spirals`) are small classes with the same
-verbs as the book's models, ``sample(n)`` and, where the density is tractable,
+:class:`GaussianGrid`, :class:`Checkerboard`, :class:`Banana`, :class:`Spirals`) are small
+classes with the same verbs as the book's models, ``sample(n)`` and, where the density is tractable,
 ``log_prob(x)``, so that a learned density can be compared with the exact one. By default
 they are standardized per axis by a fixed :class:`Standardizer`. The digits
 (:func:`digits`, :func:`digits_split`) are the 1797 images of scikit-learn's bundled copy
@@ -47,6 +47,8 @@ __all__ = [
     "Checkerboard",
     "ClassConditional",
     "EightGaussians",
+    "GaussianGrid",
+    "IsotropicMixture",
     "Spirals",
     "Standardizer",
     "Toy2D",
@@ -586,8 +588,42 @@ class _ArcMixtureLogSumExp(torch.autograd.Function):
         return -grad[:, None] * (x - mean) / ctx.var, None, None, None, None
 
 
+class IsotropicMixture(Toy2D):
+    """Base class of the toys that are an equal mixture of isotropic Gaussians
+    (:class:`EightGaussians`, :class:`GaussianGrid`): a subclass gives the standard
+    deviation ``std`` and the centres ``_centres(device, dtype)``, ``(K, 2)`` with ``K`` its
+    ``components``; the sampler, the density and :meth:`mixture` are shared. A component's
+    label is its row of the centres."""
+
+    def _centres(self, device, dtype) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _sample_raw(self, n, generator, device, dtype):
+        k = torch.randint(0, self.components, (n,), generator=generator, device=device)
+        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
+        return x, k
+
+    def _log_prob_raw(self, x: Tensor) -> Tensor:
+        d2 = ((x[..., None, :] - self._centres(x.device, x.dtype)) ** 2).sum(-1)  # (*B, K)
+        log_kernel = _gaussian_log_kernel(d2, self.std**2)
+        return torch.logsumexp(log_kernel, dim=-1) - math.log(self.components)
+
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The density as ``(weights, means, variances)`` in the space of
+        :meth:`gmbook.data.Toy2D.sample` (the centres through the :attr:`standardizer`, the
+        variances divided by its squared scales), float64 on the CPU, shapes ``(K,)``,
+        ``(K, 2)``, ``(K, 2)``, ``K`` the number of components, in the order of the labels."""
+        means = self._centres(torch.device("cpu"), torch.float64)
+        var = torch.full_like(means, self.std**2)
+        if self.standardize:
+            st = self.standardizer
+            means, var = st.transform(means), var / st.std.to(var) ** 2
+        k = self.components
+        return torch.full((k,), 1 / k, dtype=torch.float64), means, var
+
+
 @dataclasses.dataclass(frozen=True)
-class EightGaussians(Toy2D):
+class EightGaussians(IsotropicMixture):
     r"""Equal mixture of 8 isotropic Gaussians evenly spaced on a circle.
 
     .. math::
@@ -615,16 +651,54 @@ class EightGaussians(Toy2D):
         angle = torch.arange(8, device=device, dtype=dtype) * (math.pi / 4)
         return self.radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (8, 2)
 
-    def _sample_raw(self, n, generator, device, dtype):
-        k = torch.randint(0, 8, (n,), generator=generator, device=device)
-        x = self._centres(device, dtype)[k] + self.std * _normal((n, 2), generator, device, dtype)
-        return x, k
 
-    def _log_prob_raw(self, x: Tensor) -> Tensor:
-        centres = self._centres(x.device, x.dtype)
-        d2 = ((x[..., None, :] - centres) ** 2).sum(-1)  # (*B, 8)
-        log_kernel = _gaussian_log_kernel(d2, self.std**2)
-        return torch.logsumexp(log_kernel, dim=-1) - math.log(8)
+
+@dataclasses.dataclass(frozen=True)
+class GaussianGrid(IsotropicMixture):
+    r"""Equal mixture of ``side x side`` isotropic Gaussians on a square grid.
+
+    .. math::
+
+        p(x) = \frac{1}{m^2} \sum_{i, j = 0}^{m - 1} \mathcal{N}\!\left(x;\;
+        h\,\big(i - \tfrac{m - 1}{2},\, j - \tfrac{m - 1}{2}\big),\;
+        \text{std}^2 I\right),
+
+    with :math:`m` = ``side`` and :math:`h` = ``spacing``. With the defaults, the 25 modes
+    of the 5x5 grid on :math:`\{-2, \dots, 2\}^2`, each of std 0.05 (a twentieth of the
+    spacing): the GAN chapter counts the modes a generator covers. A component's label is
+    ``i * side + j`` (column :math:`i`, row :math:`j`).
+
+    Args:
+        side: modes per axis, an int ``>= 2``.
+        spacing: distance :math:`h > 0` between neighbouring modes.
+        std: standard deviation of each component, ``> 0``.
+        standardize: map the samples by the fixed :attr:`standardizer`.
+    """
+
+    side: int = 5
+    spacing: float = 1.0
+    std: float = 0.05
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.side, bool) or not isinstance(self.side, numbers.Integral):
+            raise TypeError(f"side must be an int >= 2, got {self.side!r}")
+        if self.side < 2:
+            raise ValueError(f"side must be an int >= 2, got {self.side}")
+        object.__setattr__(self, "side", int(self.side))
+        object.__setattr__(self, "spacing", _check_positive("spacing", self.spacing))
+        object.__setattr__(self, "std", _check_positive("std", self.std))
+        _check_bool("standardize", self.standardize)
+
+    @property
+    def components(self) -> int:  # type: ignore[override]
+        """Number of modes, ``side**2``; labels index them."""
+        return self.side**2
+
+    def _centres(self, device, dtype) -> Tensor:
+        line = (torch.arange(self.side, device=device, dtype=dtype) - (self.side - 1) / 2)
+        return self.spacing * torch.cartesian_prod(line, line)  # (side**2, 2)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -843,6 +917,7 @@ TOYS: dict[str, type[Toy2D]] = {
     "checkerboard": Checkerboard,
     "banana": Banana,
     "spirals": Spirals,
+    "gaussian_grid": GaussianGrid,
 }
 """The 2-D toys by name, for :func:`toy`."""
 
@@ -852,7 +927,7 @@ def toy(name: str, **kwargs: object) -> Toy2D:
 
     Args:
         name: one of the keys of :data:`TOYS`: ``"two_moons"``, ``"eight_gaussians"``,
-            ``"checkerboard"``, ``"banana"``, ``"spirals"``.
+            ``"checkerboard"``, ``"banana"``, ``"spirals"``, ``"gaussian_grid"``.
         **kwargs: parameters of that class, e.g. ``noise=0.1`` or ``standardize=False``.
 
     Returns:

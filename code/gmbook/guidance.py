@@ -81,6 +81,7 @@ __all__ = [
     "classifier_guidance",
     "dps",
     "guidance_interval",
+    "guided_gaussian_mean",
     "histogram_kl",
     "replacement",
     "tilted_density",
@@ -460,6 +461,57 @@ def cfg(uncond: samplers.Prediction, cond: samplers.Prediction, w: float
     return samplers.Prediction(fn, "x0", path)
 
 
+def guided_gaussian_mean(a: float, b: float, mu: float, w: float, eta: float = 0.0, *,
+                          points: int = 200_001) -> float:
+    r"""Where a guided sampler ends, in mean, on the Gaussian example of
+    ``prop-guid-not-tilted``: eq. ``eq-guid-overshoot`` by quadrature.
+
+    With :math:`p(x) = \mathcal N(0, a^2)`, :math:`p(x \mid c) = \mathcal N(\mu, b^2)` in
+    1-D on the VE path, classifier-free guidance with exact scores (eq. ``eq-guid-cfg``)
+    at weight :math:`w` run by the member :math:`\eta` of the family of samplers
+    (eq. ``eq-sde-family``; :math:`\eta = 0` the probability-flow ODE, :math:`\eta = 1` the
+    reverse SDE) from a law of mean 0 at :math:`\sigma_{\max} \to \infty` ends at the mean
+
+    .. math::
+
+        \bar\mu_\eta = \int_0^\infty \kappa\, e^{-\kappa \Lambda(\tau)}\,
+        \lambda_{\sqrt\tau}\, m_{\sqrt\tau}\, \mathrm d\tau, \qquad
+        \kappa = \tfrac{1 + \eta^2}{2},\ \Lambda(\tau) = \int_0^\tau \lambda_{\sqrt v}\,
+        \mathrm dv,
+
+    with :math:`\lambda_\sigma, m_\sigma` of eq. ``eq-guid-guided-gaussian`` (the form
+    :math:`\int \kappa e^{-\kappa u} \tilde m(u)\, \mathrm du` after :math:`u =
+    \Lambda(\tau)`). The integral is a Riemann sum on ``points`` log-spaced values of
+    :math:`\tau = \sigma^2` in :math:`[10^{-8}, 10^8]`, in float64 (relative error about
+    :math:`10^{-4}` for the book's parameters).
+
+    Args:
+        a: the data's standard deviation, positive.
+        b: the class's standard deviation, in ``(0, a)``.
+        mu: the class's mean.
+        w: the guidance weight, at least 1.
+        eta: the sampler's noise level, nonnegative.
+        points: quadrature points, at least 1000.
+
+    Returns:
+        :math:`\bar\mu_\eta` (a float).
+    """
+    a, b = check_positive("a", a), check_positive("b", b)
+    if not b < a:
+        raise ValueError(f"b must be smaller than a, got a = {a}, b = {b}")
+    mu, w = check_real("mu", mu), check_real("w", w)
+    if w < 1:
+        raise ValueError(f"w must be at least 1, got {w}")
+    eta = check_nonnegative("eta", eta)
+    points = check_int("points", points, minimum=1000)
+    kappa = (1 + eta * eta) / 2
+    tau = torch.logspace(-8, 8, points, dtype=torch.float64)
+    lam = (1 - w) / (a * a + tau) + w / (b * b + tau)        # lambda_sigma, sigma^2 = tau
+    m = w * mu / ((b * b + tau) * lam)                         # m_sigma
+    du = kappa * lam * torch.gradient(tau)[0]                  # kappa dLambda
+    return float((du * torch.exp(-torch.cumsum(du, 0)) * m).sum())
+
+
 def autoguidance(model: samplers.Prediction, weak: samplers.Prediction, w: float
                  ) -> samplers.Prediction:
     r"""Autoguidance (Karras et al., 2024), eq. ``eq-guid-auto``: guide a model with a
@@ -632,9 +684,11 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
     :math:`p(y \mid \hat x_0(x_t))`, ignoring the spread of :math:`x_0` given :math:`x_t`;
     ``tweedie`` adds that spread's covariance, :math:`\operatorname{Cov}[x_0 \mid x_t] =
     \frac{\sigma_t^2}{\alpha_t} \partial \hat x_0 / \partial x` (Tweedie's second-order
-    formula; its gradient is not differentiated, as in the pseudoinverse-guided variant of
-    Song et al., 2023), which makes the guidance exact when the prior is Gaussian (then
-    :math:`\hat x_0` is affine). Chung et al. scale the gradient by
+    formula, as in Boys et al., 2023; Song et al.'s pseudoinverse-guided variant, 2023,
+    uses a scalar :math:`r_t^2 I` instead). Only the diagonal of :math:`A J A^\top` is kept
+    (exact for ``m = 1``), and :math:`\Sigma_t` is not differentiated in :math:`x`; both
+    are exact when the prior is Gaussian (then :math:`\hat x_0` is affine and the
+    covariance constant), which makes the guidance exact there. Chung et al. scale the gradient by
     :math:`\zeta / \lVert y - A \hat x_0 \rVert` instead of :math:`1/\sigma_y^2`; here
     ``scale`` :math:`= \zeta` multiplies the principled term.
 
@@ -643,7 +697,8 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
             :meth:`ConditionalEDM.prediction` or :meth:`LabelledMixture.prediction` with
             ``differentiable=True``).
         A: the observation matrix ``(m, D)`` (flattened data).
-        y: the observation ``(m,)``, the same for every sample.
+        y: the observation ``(m,)``, the same for every sample, or one per sample
+            ``(B, m)`` (the batch of the sampler's points).
         noise_std: :math:`\sigma_y > 0`.
         scale: :math:`\zeta \ge 0`.
         tweedie: add the covariance of :math:`x_0` given :math:`x_t` (one backward pass per
@@ -656,8 +711,9 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
     pred = _check_pred("pred", pred)
     if not isinstance(A, Tensor) or A.ndim != 2 or not A.is_floating_point():
         raise TypeError(f"A must be a floating-point matrix (m, D), got {describe(A)}")
-    if not isinstance(y, Tensor) or y.shape != (A.shape[0],):
-        raise ValueError(f"y must have shape (m,) = ({A.shape[0]},), got {describe(y)}")
+    if not isinstance(y, Tensor) or y.ndim not in (1, 2) or y.shape[-1] != A.shape[0]:
+        raise ValueError(f"y must have shape (m,) or (B, m), m = {A.shape[0]}, got "
+                         f"{describe(y)}")
     sy = check_positive("noise_std", noise_std)
     scale = check_nonnegative("scale", scale)
     path = pred.path
@@ -670,6 +726,8 @@ def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,
             z = x.detach().requires_grad_(True)
             x0 = pred.x0_eps(z, t)[0]
             Az = x0.flatten(1) @ A.to(x).T                                   # (B, m)
+            if y.ndim == 2 and y.shape[0] != Az.shape[0]:
+                raise ValueError(f"y has {y.shape[0]} rows for a batch of {Az.shape[0]}")
             var = torch.full_like(Az, sy * sy)
             if tweedie:   # diag of A J A^T, J = d x0 / d x, row by row of A
                 rows = []
@@ -897,7 +955,9 @@ class LabelledMLP(nn.Module):
     Args:
         in_dim: input (and output) size.
         classes: the number of classes :math:`C`; labels are in ``[0, C]``, ``C`` the null.
-        hidden, depth, time_dim: as in :class:`gmbook.nets.MLP` (``time_dim > 0``).
+        hidden, depth, time_dim, time_scale: as in :class:`gmbook.nets.MLP`
+            (``time_dim > 0``); an EDM network takes :math:`c_{\mathrm{noise}} =
+            \ln(\sigma)/4` and wants ``time_scale=1.0``, as in the SDE chapter.
 
     Example:
         >>> net = LabelledMLP(2, 2, hidden=16, time_dim=8)
@@ -906,11 +966,12 @@ class LabelledMLP(nn.Module):
     """
 
     def __init__(self, in_dim: int, classes: int, *, hidden: int = 128, depth: int = 3,
-                 time_dim: int = 32) -> None:
+                 time_dim: int = 32, time_scale: float = 1000.0) -> None:
         super().__init__()
         self.classes = check_int("classes", classes)
         check_int("time_dim", time_dim)
-        self.mlp = MLP(in_dim, hidden=hidden, depth=depth, time_dim=time_dim)
+        self.mlp = MLP(in_dim, hidden=hidden, depth=depth, time_dim=time_dim,
+                       time_scale=time_scale)
         self.label_embed = nn.ModuleList(nn.Embedding(self.classes + 1, hidden)
                                          for _ in range(depth))
         for e in self.label_embed:
@@ -946,26 +1007,19 @@ class ConditionalEDM(EDM):
     replaced by the null label :math:`\varnothing` (``classes``) with probability
     ``p_uncond``; the preconditioning, grid, prior and default sampler are EDM's, except
     that the default :math:`\sigma_{\max}` is 80 (EDM's own for images) instead of the
-    3 that :class:`gmbook.sde.EDM` calibrated for the whole two moons. The prior
+    3 that :class:`gmbook.sde.EDM` calibrated for the whole two moons: the prior
     :math:`\mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)` has the data's mean, 0, but a
-    class has its own mean (the lower moon's is about :math:`(0.57, -0.77)`), and the
-    sampler carries a part of that offset into the samples: with the *exact* conditional
-    denoiser and DPM-Solver++(2M) at 16 calls, the W2 of the lower moon's samples is about
-    4.8 times its noise floor from :math:`\sigma_{\max} = 3`, 2.0 from 10, 1.1 to 1.4 from
-    20 and 0.9 from 80 (calibration runs, 4 pairs of 2000 points each).
+    class has its own mean, an offset that is small against the prior's spread only when
+    :math:`\sigma_{\max}` is large.
 
-    The recipe calibrated on the two moons split by moon (calibration runs on this book's
-    2-core CPU): ``LabelledMLP(2, 2, hidden=128, depth=3, time_dim=32)``, ``p_uncond=0.2``,
-    3000 Adam steps of 256 points (learning rate :math:`3 \times 10^{-3}`, cosine decay
-    after 100 warm-up steps, EMA 0.998), about 20 s of CPU on one thread; sampled by
-    :func:`gmbook.samplers.euler_maruyama` on ``grid(64)``, each moon's W2 to the exact
-    class is within its noise floor (ratio 1.00 and 1.07 over 20 pairs of 2000 points,
-    standard errors about 0.1). The deterministic DPM-Solver++(2M) at 24 calls leaves
-    about ten times the data's share of points off the support (between the moons), where
-    the stochastic sampler's noise corrects the trajectories; W2 is sensitive to those few
-    far points. With ``p_uncond=0.1`` the conditional samples are as good but the
-    unconditional model, trained on a tenth of the batches, puts 8% of its samples off the
-    support (4.7% with 0.2), which classifier-free guidance amplifies at large weights.
+    The recipe of the guidance chapter (section "A conditional model trained with label
+    dropout"), which measures what it gives: ``LabelledMLP(2, 2, hidden=128, depth=3,
+    time_dim=32, time_scale=1.0)`` (:math:`c_{\mathrm{noise}} = \ln(\sigma)/4` without the
+    factor 1000, as in EDM), ``p_uncond=0.2``, 3000 Adam steps of 256 points (learning rate
+    :math:`3 \times 10^{-3}`, cosine decay after 100 warm-up steps, EMA 0.998), sampled by
+    :func:`gmbook.samplers.euler_maruyama` on ``grid(256)``. The unconditional model sees
+    only the fraction ``p_uncond`` of the batches, and classifier-free guidance amplifies
+    its errors at large weights.
 
     Args:
         net: a network called as ``net(x, c_noise, labels)``, e.g. :class:`LabelledMLP`;

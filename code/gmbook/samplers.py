@@ -319,17 +319,22 @@ class Prediction:
             raise TypeError(f"path must be a GaussianPath, got {describe(path)}")
         self.fn, self.kind, self.path = fn, kind, path
 
-    def _coef(self, x: Tensor, t: Tensor):
+    def _coef(self, x: Tensor, t: Tensor, which: str = "a s da ds"):
+        """The path's coefficients named in ``which`` (of ``a s da ds``), shaped like x: a
+        sampler's step asks for two of the four (each costs a schedule lookup)."""
         p = self.path
-        return tuple(_bt(f(t).to(x.dtype), x)
-                     for f in (p.alpha, p.sigma, p.d_alpha, p.d_sigma))
+        funcs = {"a": p.alpha, "s": p.sigma, "da": p.d_alpha, "ds": p.d_sigma}
+        return tuple(_bt(funcs[name](t).to(x.dtype), x) for name in which.split())
 
     def x0_eps(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(x0_hat, eps_hat)`` at ``x`` ``(B, *D)``, ``t`` ``(B,)`` or one time ``()``:
         one network call (the network always gets ``t`` as ``(B,)``)."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         out = self.fn(x, t.expand(x.shape[0]))
-        a, s, da, ds = self._coef(x, t)  # one time: the coefficients once, not per row
+        if self.kind != "velocity":  # one time: the coefficients once, not per row
+            a, s = self._coef(x, t, "a s")
+        else:
+            a, s, da, ds = self._coef(x, t)
         if self.kind == "eps":
             return (x - s * out) / a, out
         if self.kind == "x0":
@@ -351,13 +356,13 @@ class Prediction:
     def velocity_x0(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(velocity, x0_hat)`` from one network call."""
         x0, eps = self.x0_eps(x, t)
-        _, _, da, ds = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device))
+        da, ds = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device), "da ds")
         return da * x0 + ds * eps, x0
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         r"""The score :math:`-\hat\varepsilon / \sigma_t`."""
         _, eps = self.x0_eps(x, t)
-        _, s, _, _ = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device))
+        (s,) = self._coef(x, torch.as_tensor(t, dtype=x.dtype, device=x.device), "s")
         return -eps / s
 
 

@@ -193,6 +193,44 @@ class EMA:
             torch._foreach_lerp_(averaged, current, 1.0 - beta)
         self._copy_buffers()
 
+    def _updater(self) -> Callable[[], None]:
+        r"""An :meth:`update` for a loop in which the model's tensors stay the same objects.
+
+        :func:`fit` calls it once before its loop. The first call of the returned function
+        is :meth:`update` itself (names checked, averages moved to the parameters' device
+        and dtype, buffers copied); it then keeps the tensors, so that later calls skip the
+        walk of the module tree (about 6% of a small model's training step) and do the same
+        arithmetic on the same tensors: the parameters are those the optimizer updates in
+        place, and buffers are updated in place too (batch normalization's statistics), as
+        long as no module assigns a new tensor to one during the loop.
+        """
+        kept: dict[str, list] = {}
+
+        @torch.no_grad()
+        def update() -> None:
+            if not kept:  # the first call: update() itself, then remember the tensors
+                self.update()
+                params = dict(self.model.named_parameters())
+                floats = [(self.shadow[name], p.detach()) for name, p in params.items()
+                          if p.is_floating_point() or p.is_complex()]
+                kept["averaged"] = [a for a, _ in floats]
+                kept["current"] = [p for _, p in floats]
+                kept["others"] = [(self.shadow[name], p) for name, p in params.items()
+                                  if not (p.is_floating_point() or p.is_complex())]
+                kept["buffers"] = list(self.buffers.values())
+                kept["latest"] = [b.detach() for b in self.model.buffers()]
+                return
+            self.num_updates += 1
+            beta = self.decay_at(self.num_updates)
+            for avg, p in kept["others"]:
+                avg.copy_(p)
+            if kept["averaged"]:  # the same call as update()'s
+                torch._foreach_lerp_(kept["averaged"], kept["current"], 1.0 - beta)
+            if kept["buffers"]:
+                torch._foreach_copy_(kept["buffers"], kept["latest"])
+
+        return update
+
     def _copy_buffers(self) -> None:
         """Keep a copy of the model's latest buffers: copied into the kept tensors when the
         names, shapes, dtypes and devices are unchanged (no allocation), else cloned."""
@@ -346,6 +384,17 @@ def _lr_factor(i: int, steps: int, schedule: str, warmup: int) -> float:
         return 1.0
     progress = (i - warmup) / max(steps - warmup, 1)  # in [0, 1)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _batch_source(data: Tensor | Callable[[int], Tensor], batch_size: int,
+                  device: torch.device) -> Callable[[int], Tensor]:
+    """What a training loop draws its minibatches from: a callable as given, or, for a
+    tensor, shuffled epochs of it (:class:`_Minibatches`) with a generator seeded from the
+    global RNG (which :func:`fit` and :func:`gmbook.gans.train_gan` fork and seed)."""
+    if not isinstance(data, Tensor):
+        return data
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    return _Minibatches(data.to(device), batch_size, gen)
 
 
 def _progress_bar(steps: int, progress: bool | None) -> Iterable[int]:
@@ -538,6 +587,7 @@ def fit(
     device = param_list[0].device if device is None else torch.device(device)
 
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    ema_update = ema._updater() if ema is not None else None  # ema.update(), looked up once
     modes = {m: m.training for m in owner.modules()} if owner is not None else {}
     rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
     losses: list[float] = []
@@ -545,12 +595,7 @@ def fit(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(data, Tensor):
-            # The minibatch generator is seeded from the (forked, seeded) global RNG.
-            gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-            draw: Callable[[int], Tensor] = _Minibatches(data.to(device), batch_size, gen)
-        else:
-            draw = data
+        draw = _batch_source(data, batch_size, device)
         if owner is not None:
             owner.train()
         bar = _progress_bar(steps, progress)
@@ -595,8 +640,8 @@ def fit(
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(param_list, grad_clip)
                 optimizer.step()
-                if ema is not None:
-                    ema.update()
+                if ema_update is not None:
+                    ema_update()
 
                 losses.append(value)
                 lrs.append(float(optimizer.param_groups[0]["lr"]))

@@ -193,6 +193,28 @@ Checkers of the chapter *Diffusion as stochastic differential equations*:
                       :math:`\sigma_t = t`)
 ====================  ==================================================================
 
+Checkers of the chapter *Guidance and conditional generation*:
+
+==========================  ============================================================
+``cfg_score``               ``fn(x, x0_uncond, x0_cond, sigma, w) -> score``, the
+                            classifier-free guided score (eq. ``eq-guid-cfg``, weight
+                            ``w``, 0 the unconditional and 1 the conditional model) on
+                            the path :math:`x_\sigma = x_0 + \sigma\epsilon` at ``x``
+                            ``(B, D)``, from the two denoised estimates ``(B, D)`` at
+                            noise levels ``sigma`` ``(B,)``: the score of
+                            :func:`gmbook.guidance.cfg`, :math:`(\hat x_0^{(w)} -
+                            x)/\sigma^2`
+``noised_classifier_grad``  ``fn(x, means, var, weights, sigma, c) -> grad``, the
+                            gradient of the noised classifier :math:`\nabla_x \log
+                            p_\sigma(c \mid x)` (eq. ``eq-guid-classifier``) of a
+                            mixture of two isotropic Gaussians, class :math:`k` being
+                            :math:`\mathcal N(\mu_k, v I)` with probability
+                            :math:`\pi_k`, noised by :math:`x_\sigma = x_0 +
+                            \sigma\epsilon`: ``x`` ``(B, D)``, ``means`` ``(2, D)``,
+                            ``weights`` ``(2,)``; returns ``(B, D)``
+                            (:meth:`gmbook.guidance.LabelledMixture.classifier_grad`)
+==========================  ============================================================
+
 Checkers of the chapter *Flow matching and rectified flow*:
 
 =====================  =================================================================
@@ -294,6 +316,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     few_step,
     flow_matching,
     flows,
+    guidance,
     probability,
     problem,
     sampling,
@@ -352,8 +375,8 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "cnf", "score", "ddpm", "sde", "flow_matching", "few_step", "probability",
-                  "stochastic"]
+                  "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "few_step",
+                  "probability", "stochastic"]
 
 __all__ = [
     "Case",

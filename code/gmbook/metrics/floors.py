@@ -107,7 +107,7 @@ class FloorConfig:
 
 
 def _configurations() -> tuple[FloorConfig, ...]:
-    from gmbook.data import Banana, Checkerboard, EightGaussians, TwoMoons
+    from gmbook.data import Banana, Checkerboard, ClassConditional, EightGaussians, TwoMoons
 
     moons = TwoMoons()
     return (
@@ -124,6 +124,9 @@ def _configurations() -> tuple[FloorConfig, ...]:
         FloorConfig(EightGaussians(), 2000, users=("benchmarks/run.py",)),
         FloorConfig(EightGaussians(), 1000, users=("book/latent/flows.md",)),
         FloorConfig(Checkerboard(), 1000, users=("book/latent/flows.md",)),
+        # the two moons split by moon: the class-conditional models of the guidance chapter
+        FloorConfig(ClassConditional(moons, 0), 2000, users=("book/diffusion/guidance.md",)),
+        FloorConfig(ClassConditional(moons, 1), 2000, users=("book/diffusion/guidance.md",)),
     )
 
 
