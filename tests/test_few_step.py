@@ -125,6 +125,23 @@ def test_teacher_step_per_row():
                                rtol=0)
 
 
+def test_teacher_step_heun_with_row_times_is_heun_row_by_row():
+    """[eq-fs-cm-loss] The default teacher step (Heun, every row with its own times, in one
+    batched call per slope) is samplers.heun's step taken row by row, on a bimodal mixture
+    whose field is not affine; not an Euler step."""
+    ve = samplers.VEPath(10.0)
+    pred = bimodal_pred(ve)
+    x = 3 * torch.randn(40, 1, dtype=F64)
+    t = torch.tensor([2.0, 1.0, 0.5, 3.0], dtype=F64).repeat(10)
+    s = t * torch.tensor([0.5, 0.8, 0.1, 0.9], dtype=F64).repeat_interleave(10)
+    got = teacher_step(pred, x, t, s)
+    want = torch.cat([samplers.heun(pred, x[i:i + 1], torch.stack([t[i], s[i]])).samples
+                      for i in range(40)])
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    euler = teacher_step(pred, x, t, s, solver=samplers.euler)  # grouped by pair
+    assert (got - euler).abs().max() > 1e-2   # the corrector is taken
+
+
 def test_multistep_consistency_with_the_exact_map_reproduces_the_data():
     """[eq-fs-cm-multistep] [eq-fs-flow-map] Three-step consistency sampling with the exact
     flow map of a bimodal mixture, started from the exact noised marginal, returns the
