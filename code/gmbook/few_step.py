@@ -635,8 +635,10 @@ class ConsistencyModel(nn.Module):
 
     def prior(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         r"""Starting points :math:`\mathcal N(0, (\sigma_{\max}^2 + \sigma_d^2) I)`, the
-        Gaussian with the covariance of the marginal at :math:`\sigma_{\max}` (as
-        :meth:`gmbook.sde.EDM.prior`); shape ``(n, *D)``."""
+        isotropic Gaussian with the per-coordinate variance of the marginal at
+        :math:`\sigma_{\max}` when the data have variance :math:`\sigma_d^2` per coordinate
+        (not its covariance, for correlated data; as :meth:`gmbook.sde.EDM.prior`); shape
+        ``(n, *D)``."""
         n = check_int("n", n)
         p = next(self.parameters())
         z = randn((n, *self.shape), device=p.device, dtype=p.dtype,
