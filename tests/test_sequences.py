@@ -12,6 +12,7 @@ import torch
 
 from gmbook.sequences import (REGIMES, Binning, CausalTransformer, ContinuousAR,
                               MixtureDensityHead, MixtureParams, RegimeSwitching, TokenAR,
+                              binned_log_prob, restart_dead_codes,
                               codebook_usage, decoding_kl, decoding_log_probs, dwell_times,
                               from_windows, mixture_log_prob, mixture_sample,
                               sample_categorical, to_windows, vq_decode, vq_encode)
@@ -495,3 +496,35 @@ def test_continuous_model_density_integrates_to_one_and_is_causal():
     torch.testing.assert_close(model.sample(3, 5, generator=gen(13)), s)
     with pytest.raises(ValueError, match="max_len"):
         model.sample(2, 9)
+
+
+def test_binned_log_prob_is_token_log_prob_minus_log_widths():
+    """[eq-seq-binned-density] For values at the midpoints of inner bins, the implied
+    log-density of a sequence is the token model's log-probability minus the log-widths of
+    its bins; a mismatched vocabulary is refused."""
+    b = Binning(torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.0, 4.0], dtype=F64))
+    model = TokenAR(5, d_model=16, heads=2, layers=1, max_len=8)
+    tokens = torch.tensor([[1, 2, 3, 2], [3, 3, 1, 1]])
+    x = b.decode(tokens).float()
+    with torch.no_grad():
+        got = binned_log_prob(model, b, x)
+        want = model.log_prob(tokens).double() - b.widths[tokens].log().sum(1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="6 tokens"):
+        binned_log_prob(TokenAR(6, d_model=16, heads=2, layers=1), b, x)
+
+
+def test_restart_dead_codes_revives_every_unused_code():
+    """After codebook collapse (all codes but one far from the data), restart_dead_codes
+    moves the 15 dead codes onto encoder outputs, and then every code is used on the same
+    data; a second call restarts none."""
+    vq = VQVAE((8,), positions=2, codes=16, code_dim=2, hidden=16, depth=1)
+    with torch.no_grad():
+        vq.quantizer.codebook[1:] = 1e3
+    x = torch.randn(64, 8)
+    assert codebook_usage(vq.encode(x), 16).fraction == 1 / 16
+    assert restart_dead_codes(vq, x, generator=gen(14)) == 15
+    assert codebook_usage(vq.encode(x), 16).fraction == 1.0
+    assert restart_dead_codes(vq, x, generator=gen(14)) == 0
+    with pytest.raises(TypeError, match="VQVAE"):
+        restart_dead_codes(torch.nn.Linear(2, 2), x)

@@ -28,10 +28,12 @@ transformer. This module holds, in the order of the chapter:
   negative log-likelihood of eq. ``eq-seq-chain-rule`` in nats per step) and sampled
   ancestrally;
 - **tokenizers**: :class:`Binning` (uniform or quantile bins fitted on training data) with the
-  density a token model implies for continuous values (eq. ``eq-seq-binned-density``);
+  density a token model implies for continuous values (eq. ``eq-seq-binned-density``) and
+  :func:`binned_log_prob`, a token model's log-likelihood of real sequences through it;
   :func:`to_windows` / :func:`from_windows` and :func:`vq_encode` / :func:`vq_decode`, which
   turn a series into the tokens of a :class:`gmbook.vae.VQVAE` over windows, and
-  :func:`codebook_usage`, measured over a whole epoch of tokens;
+  :func:`codebook_usage`, measured over a whole epoch of tokens, and
+  :func:`restart_dead_codes` against codebook collapse;
 - **decoding**: :func:`decoding_log_probs` (temperature, top-k, top-p: eqs.
   ``eq-seq-temperature``, ``eq-seq-top-k``, ``eq-seq-top-p``), :func:`decoding_kl`, the KL
   of the transformed distribution to the model's, and :func:`sample_categorical`.
@@ -73,6 +75,7 @@ __all__ = [
     "MixtureParams",
     "RegimeSwitching",
     "TokenAR",
+    "binned_log_prob",
     "codebook_usage",
     "decoding_kl",
     "decoding_log_probs",
@@ -80,6 +83,7 @@ __all__ = [
     "from_windows",
     "mixture_log_prob",
     "mixture_sample",
+    "restart_dead_codes",
     "sample_categorical",
     "to_windows",
     "vq_decode",
@@ -428,7 +432,11 @@ def dwell_times(regimes: Tensor, k: int, *, censored: bool = False) -> list[Tens
 
     A run that touches the start or the end of its sequence is *censored* (its true length is
     longer than what is seen) and left out unless ``censored=True``; the complete runs of a
-    Markov chain are iid with the law of :meth:`RegimeSwitching.dwell_pmf`.
+    Markov chain are iid with the law of :meth:`RegimeSwitching.dwell_pmf`. In *short*
+    sequences the complete runs are biased towards short ones (a long run more often touches
+    an end): with the default process and 64 steps per sequence their mean is far below the
+    geometric mean. Compare generated sequences with real ones of the same length, or use long
+    sequences to check the law itself.
 
     Args:
         regimes: int64 regime paths ``(B, T)`` with entries in ``[0, k)``.
@@ -516,6 +524,9 @@ class CausalTransformer(nn.Module):
         max_len: the longest sequence.
         positions: ``"learned"`` or ``"sinusoidal"``.
         mlp_ratio: hidden width of the MLPs over ``d_model``.
+        classes: number of per-step condition labels (0: unconditional). With ``classes > 0``
+            :meth:`forward` takes ``cond`` ``(B, T)`` int64, whose learned embedding is added
+            to the input at every position (e.g. the regime a step should follow).
 
     Example:
         >>> net = CausalTransformer(vocab=10, d_model=16, heads=2, layers=1)
@@ -525,7 +536,7 @@ class CausalTransformer(nn.Module):
 
     def __init__(self, *, vocab: int | None = None, in_dim: int | None = None,
                  d_model: int = 64, heads: int = 4, layers: int = 2, max_len: int = 512,
-                 positions: str = "learned", mlp_ratio: int = 4) -> None:
+                 positions: str = "learned", mlp_ratio: int = 4, classes: int = 0) -> None:
         super().__init__()
         if (vocab is None) == (in_dim is None):
             raise ValueError("CausalTransformer: give exactly one of vocab (tokens) and "
@@ -554,6 +565,8 @@ class CausalTransformer(nn.Module):
             self.register_buffer("pos", code.to(torch.get_default_dtype()), persistent=False)
         self.blocks = nn.ModuleList(_Block(d_model, heads, mlp_ratio) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
+        self.classes = check_int("classes", classes, 0)
+        self.cond_embed = nn.Embedding(self.classes, d_model) if self.classes else None
 
     def embed_inputs(self, inp: Tensor) -> Tensor:
         r"""The input embeddings without positions, ``(B, T, d)``."""
@@ -567,15 +580,27 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"inp must have shape {want}, got {tuple(inp.shape)}")
         return self.embed(inp)
 
-    def forward(self, inp: Tensor, *, embedded: Tensor | None = None) -> Tensor:
+    def forward(self, inp: Tensor, *, cond: Tensor | None = None,
+                embedded: Tensor | None = None) -> Tensor:
         r"""Hidden states ``(B, T, d)``; position :math:`t` sees inputs :math:`\le t` only.
 
         Args:
             inp: tokens ``(B, T)`` int64, or values ``(B, T)`` / ``(B, T, in_dim)``.
+            cond: per-step labels ``(B, T)`` int64 in ``[0, classes)``, required exactly when
+                ``classes > 0``.
             embedded: instead of ``inp`` (pass ``None`` for it), input embeddings
                 ``(B, T, d)``, e.g. with a learned start vector in front.
         """
         h = self.embed_inputs(inp) if embedded is None else embedded
+        if (cond is None) != (self.cond_embed is None):
+            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
+                             f"(classes = {self.classes})")
+        if cond is not None:
+            cond = _tokens("cond", cond, self.classes)
+            if cond.shape != h.shape[:2]:
+                raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
+                                 f"{tuple(cond.shape)}")
+            h = h + self.cond_embed(cond)
         t = h.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequences of {t} steps exceed max_len = {self.max_len}")
@@ -772,6 +797,26 @@ def sample_categorical(logits: Tensor, *, generator: torch.Generator | None = No
 # --------------------------------------------------------------------------- the models
 
 
+def _split_cond(x: Tensor, cond: Tensor | None, classes: int) -> tuple[Tensor, Tensor | None]:
+    """For ``loss``: a conditional model's batch may be ``(B, 2, T)``, values (or tokens) and
+    labels stacked, the form :func:`gmbook.train.fit` can draw."""
+    if classes and cond is None and isinstance(x, Tensor) and x.ndim == 3:
+        if x.shape[1] != 2:
+            raise ValueError(f"a stacked batch must have shape (B, 2, T), got {tuple(x.shape)}")
+        lab = x[:, 1]
+        return x[:, 0], (lab.round().long() if lab.is_floating_point() else lab)
+    return x, cond
+
+
+def _check_sample_cond(cond: object, n: int, length: int) -> Tensor | None:
+    if cond is None:
+        return None
+    if not isinstance(cond, Tensor) or cond.dtype != torch.int64 or \
+            tuple(cond.shape) != (n, length):
+        raise ValueError(f"cond must be an int64 tensor ({n}, {length}), got {describe(cond)}")
+    return cond
+
+
 class ContinuousAR(nn.Module):
     r"""A continuous autoregressive model: a :class:`CausalTransformer` over the values and a
     :class:`MixtureDensityHead` per step,
@@ -787,63 +832,92 @@ class ContinuousAR(nn.Module):
     is teacher forcing: every position is predicted from the *true* prefix in one pass, and
     :meth:`loss` is the NLL in nats per step.
 
+    With ``residual=True`` the means are offsets from the previous value,
+    :math:`m_k(h_t) = x_{t-1} + \tilde m_k(h_t)` (the network predicts increments): the layer
+    norms of the transformer keep the direction of a feature vector but not its length, so an
+    exact copy of :math:`x_{t-1}` through them is hard, and a random walk (the trending
+    regime) is then learned slowly. ``input_scale`` divides the inputs (not the outputs: the
+    density stays in the data's units) to bring them to order one.
+
     Args:
         d_model, heads, layers, max_len, positions: of the transformer.
         components: :math:`K` of the head.
         start: :math:`x_0` (the :class:`RegimeSwitching` process starts from 0 as well).
         min_scale: the smallest standard deviation of a component.
+        input_scale: the inputs are divided by it.
+        residual: means relative to the previous value.
+        classes: per-step condition labels (0: none); then every method takes ``cond``
+            ``(B, T)``, the label of each step (e.g. its regime), and models
+            :math:`p_\theta(x_{1:T} \mid c_{1:T})`.
     """
 
     def __init__(self, *, d_model: int = 32, heads: int = 4, layers: int = 2,
                  components: int = 4, max_len: int = 256, positions: str = "learned",
-                 start: float = 0.0, min_scale: float = 1e-3) -> None:
+                 start: float = 0.0, min_scale: float = 1e-3, input_scale: float = 1.0,
+                 residual: bool = False, classes: int = 0) -> None:
         super().__init__()
+        self.input_scale = check_positive("input_scale", input_scale)
+        self.residual = check_bool("residual", residual)
         self.transformer = CausalTransformer(in_dim=1, d_model=d_model, heads=heads,
                                              layers=layers, max_len=max_len,
-                                             positions=positions)
+                                             positions=positions, classes=classes)
         self.head = MixtureDensityHead(d_model, components, min_scale=min_scale)
         self.start = check_real("start", start)
 
     def _inputs(self, x: Tensor) -> Tensor:
         return torch.cat([x.new_full((x.shape[0], 1), self.start), x[:, :-1]], dim=1)
 
-    def step_params(self, x: Tensor) -> MixtureParams:
+    def step_params(self, x: Tensor, cond: Tensor | None = None) -> MixtureParams:
         r"""The mixture of every step given the true prefix (teacher forcing): parameters
-        ``(B, T, K)`` for values ``x`` ``(B, T)``."""
+        ``(B, T, K)`` for values ``x`` ``(B, T)`` (and labels ``cond`` ``(B, T)``)."""
         x = _sequences("x", x)
-        return self.head(self.transformer(self._inputs(x)))
+        inp = self._inputs(x)
+        p = self.head(self.transformer(inp / self.input_scale, cond=cond))
+        if self.residual:
+            p = MixtureParams(p.logits, p.loc + inp[..., None], p.scale)
+        return p
 
-    def step_log_probs(self, x: Tensor) -> Tensor:
+    def step_log_probs(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         r""":math:`\log p_\theta(x_t \mid x_{<t})` of every step, ``(B, T)``."""
-        return mixture_log_prob(self.step_params(x), x)
+        return mixture_log_prob(self.step_params(x, cond), x)
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         r""":math:`\log p_\theta(x_{1:T})` by eq. ``eq-seq-chain-rule``, ``(B,)``."""
-        return self.step_log_probs(x).sum(1)
+        return self.step_log_probs(x, cond).sum(1)
 
-    def nll_per_step(self, x: Tensor) -> Tensor:
+    def nll_per_step(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         r""":math:`-\log p_\theta(x_{1:T}) / T` of each sequence, ``(B,)`` (nats per step)."""
-        return -self.log_prob(x) / x.shape[1]
+        return -self.log_prob(x, cond) / x.shape[1]
 
-    def loss(self, x: Tensor) -> Tensor:
-        r"""Teacher forcing: the mean NLL in nats per step of a batch ``(B, T)``."""
-        return -self.step_log_probs(x).mean()
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        r"""Teacher forcing: the mean NLL in nats per step of a batch ``(B, T)``. For a
+        conditional model (``classes > 0``) and :func:`gmbook.train.fit`, pass batches
+        ``(B, 2, T)`` of values and labels stacked (labels as floats), or call with
+        ``cond``."""
+        x, cond = _split_cond(x, cond, self.transformer.classes)
+        return -self.step_log_probs(x, cond).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, length: int, *,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
+               cond: Tensor | None = None) -> Tensor:
         r"""Ancestral sampling: ``length`` sequential draws, each from the head given the
-        model's own prefix; ``(n, length)``."""
+        model's own prefix (and the labels ``cond`` ``(n, length)`` of a conditional
+        model); ``(n, length)``."""
         n, length = check_int("n", n), check_int("length", length)
         generator = check_generator(generator)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
+        cond = _check_sample_cond(cond, n, length)
         ref = self.head.out.weight
         inp = ref.new_full((n, 1), self.start)
         out = []
-        for _ in range(length):
-            h = self.transformer(inp)[:, -1]  # (n, d)
-            x_t = self.head.sample(h, generator=generator)  # (n,)
+        for t in range(length):
+            c = None if cond is None else cond[:, :t + 1]
+            h = self.transformer(inp / self.input_scale, cond=c)[:, -1]  # (n, d)
+            p = self.head(h)
+            if self.residual:
+                p = MixtureParams(p.logits, p.loc + inp[:, -1:], p.scale)
+            x_t = mixture_sample(p, generator=generator)  # (n,)
             out.append(x_t)
             inp = torch.cat([inp, x_t[:, None]], dim=1)
         return torch.stack(out, dim=1)
@@ -859,15 +933,16 @@ class TokenAR(nn.Module):
     Args:
         vocab: number of tokens :math:`V`.
         d_model, heads, layers, max_len, positions: of the transformer.
+        classes: per-step condition labels, as in :class:`ContinuousAR`.
     """
 
     def __init__(self, vocab: int, *, d_model: int = 32, heads: int = 4, layers: int = 2,
-                 max_len: int = 256, positions: str = "learned") -> None:
+                 max_len: int = 256, positions: str = "learned", classes: int = 0) -> None:
         super().__init__()
         self.vocab = check_int("vocab", vocab)
         self.transformer = CausalTransformer(vocab=self.vocab + 1, d_model=d_model,
                                              heads=heads, layers=layers, max_len=max_len,
-                                             positions=positions)
+                                             positions=positions, classes=classes)
         self.head = nn.Linear(d_model, self.vocab)
 
     @property
@@ -875,29 +950,32 @@ class TokenAR(nn.Module):
         r"""The id of the beginning-of-sequence token, ``vocab``."""
         return self.vocab
 
-    def logits(self, tokens: Tensor) -> Tensor:
+    def logits(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
         r"""Teacher-forced logits of every step ``(B, T, V)`` for tokens ``(B, T)``."""
         tokens = _tokens("tokens", tokens, self.vocab)
         inp = torch.cat([torch.full_like(tokens[:, :1], self.bos), tokens[:, :-1]], dim=1)
-        return self.head(self.transformer(inp))
+        return self.head(self.transformer(inp, cond=cond))
 
-    def step_log_probs(self, tokens: Tensor) -> Tensor:
+    def step_log_probs(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
         r""":math:`\log p_\theta(v_t \mid v_{<t})` of every step, ``(B, T)``."""
-        lp = self.logits(tokens).log_softmax(-1)
+        lp = self.logits(tokens, cond).log_softmax(-1)
         return lp.gather(-1, tokens[..., None])[..., 0]
 
-    def log_prob(self, tokens: Tensor) -> Tensor:
+    def log_prob(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
         r""":math:`\log p_\theta(v_{1:T})`, ``(B,)``."""
-        return self.step_log_probs(tokens).sum(1)
+        return self.step_log_probs(tokens, cond).sum(1)
 
-    def loss(self, tokens: Tensor) -> Tensor:
-        r"""Teacher forcing: the mean cross-entropy in nats per token of ``(B, T)``."""
-        return -self.step_log_probs(tokens).mean()
+    def loss(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
+        r"""Teacher forcing: the mean cross-entropy in nats per token of ``(B, T)`` (for a
+        conditional model and :func:`gmbook.train.fit`: batches ``(B, 2, T)`` of tokens and
+        labels stacked, or ``cond``)."""
+        tokens, cond = _split_cond(tokens, cond, self.transformer.classes)
+        return -self.step_log_probs(tokens, cond).mean()
 
     @torch.no_grad()
     def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
                temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None) -> Tensor:
+               top_p: float | None = None, cond: Tensor | None = None) -> Tensor:
         r"""Ancestral sampling with a decoding rule (:func:`decoding_log_probs`): int64
         ``(n, length)``. Every rule still takes ``length`` sequential network calls: it
         changes the distribution, not the cost."""
@@ -905,9 +983,11 @@ class TokenAR(nn.Module):
         generator = check_generator(generator)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
+        cond = _check_sample_cond(cond, n, length)
         inp = torch.full((n, 1), self.bos, dtype=torch.int64, device=self.head.weight.device)
-        for _ in range(length):
-            logits = self.head(self.transformer(inp)[:, -1])  # (n, V)
+        for t in range(length):
+            c = None if cond is None else cond[:, :t + 1]
+            logits = self.head(self.transformer(inp, cond=c)[:, -1])  # (n, V)
             lq = decoding_log_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
             inp = torch.cat([inp, sample_categorical(lq, generator=generator)[:, None]], dim=1)
         return inp[:, 1:]
@@ -1059,6 +1139,36 @@ class Binning:
                 f"{float(self.edges[-1]):.3g}])")
 
 
+def binned_log_prob(model: TokenAR, binning: Binning, x: Tensor) -> Tensor:
+    r"""The log-density a token model over binned values implies for real sequences,
+
+    .. math::
+
+        \log p(x_{1:T}) = \sum_{t=1}^T \Big(\log P_\theta\big(v(x_t) \mid v(x_{<t})\big)
+            + \log q\big(x_t \mid v(x_t)\big)\Big)
+
+    (eqs. ``eq-seq-chain-rule`` and ``eq-seq-binned-density``), in nats, comparable with a
+    continuous model's :meth:`ContinuousAR.log_prob` and the exact
+    :meth:`RegimeSwitching.log_prob`.
+
+    Args:
+        model: a :class:`TokenAR` with ``vocab == binning.bins``.
+        binning: the tokenizer.
+        x: values ``(B, T)``.
+
+    Returns:
+        Float64 log-densities ``(B,)``.
+    """
+    if not isinstance(model, TokenAR) or not isinstance(binning, Binning):
+        raise TypeError("binned_log_prob needs a TokenAR and a Binning, got "
+                        f"{type(model).__name__} and {type(binning).__name__}")
+    if model.vocab != binning.bins:
+        raise ValueError(f"the model has {model.vocab} tokens, the binning {binning.bins} bins")
+    x = _sequences("x", x)
+    token_lp = model.logits(binning.encode(x)).log_softmax(-1)  # (B, T, V)
+    return binning.log_density(x, token_lp).sum(1)
+
+
 def to_windows(x: Tensor, size: int) -> Tensor:
     r"""Cut sequences ``(B, T)`` into non-overlapping windows ``(B, T / size, size)`` (``size``
     must divide ``T``): the data points of a VQ-VAE tokenizer."""
@@ -1105,6 +1215,38 @@ def _vq_window(vq: nn.Module) -> int:
         raise TypeError(f"vq must be a gmbook.vae.VQVAE of windows (shape=(size,)), got "
                         f"{type(vq).__name__}")
     return shape[0]
+
+
+@torch.no_grad()
+def restart_dead_codes(vq: nn.Module, x: Tensor, *,
+                       generator: torch.Generator | None = None) -> int:
+    r"""Move every code of a :class:`gmbook.vae.VQVAE` that no vector of ``x`` uses to an
+    encoder output of ``x`` drawn at random (without replacement): the usual remedy against
+    codebook collapse (dead codes get no gradient from the codebook loss and never move),
+    called every few hundred steps during training (e.g. from the ``callback`` of
+    :func:`gmbook.train.fit`).
+
+    Args:
+        vq: the VQ-VAE.
+        x: data ``(B, *D)`` (windows for a series tokenizer), at least as many encoder outputs
+            as dead codes.
+        generator: source of randomness.
+
+    Returns:
+        The number of codes restarted.
+    """
+    if not hasattr(vq, "quantizer") or not hasattr(vq, "_z_e"):
+        raise TypeError(f"vq must be a gmbook.vae.VQVAE, got {type(vq).__name__}")
+    generator = check_generator(generator)
+    z = vq._z_e(x).reshape(-1, vq.quantizer.code_dim)  # (N, d)
+    used = torch.bincount(vq.quantizer.nearest(z).flatten(), minlength=vq.quantizer.codes) > 0
+    dead = torch.nonzero(~used).flatten()
+    if len(dead):
+        if len(dead) > z.shape[0]:
+            raise ValueError(f"x gives {z.shape[0]} encoder outputs for {len(dead)} dead codes")
+        pick = torch.randperm(z.shape[0], generator=generator, device="cpu")[:len(dead)]
+        vq.quantizer.codebook[dead] = z[pick.to(z.device)]
+    return len(dead)
 
 
 @dataclasses.dataclass(frozen=True)
