@@ -530,3 +530,28 @@ def test_restart_dead_codes_revives_every_unused_code():
     assert restart_dead_codes(vq, x, generator=gen(15)) == dead
     with pytest.raises(TypeError, match="VQVAE"):
         restart_dead_codes(torch.nn.Linear(2, 2), x)
+
+
+def test_conditional_models_take_per_step_labels():
+    """With classes > 0, the label of step t enters output t (changing it changes that
+    step's log-probability and none before it); loss accepts the (B, 2, T) stacked batches
+    fit draws; a missing or misshaped label is refused."""
+    model = ContinuousAR(d_model=16, heads=2, layers=1, components=2, max_len=8, classes=3)
+    x = torch.randn(4, 6)
+    c = torch.randint(0, 3, (4, 6))
+    c2 = c.clone()
+    c2[:, 3] = (c2[:, 3] + 1) % 3
+    with torch.no_grad():
+        a, b = model.step_log_probs(x, c), model.step_log_probs(x, c2)
+        assert torch.equal(a[:, :3], b[:, :3]) and (a[:, 3] != b[:, 3]).all()
+        stacked = torch.stack([x, c.float()], 1)  # (B, 2, T)
+        torch.testing.assert_close(model.loss(stacked), -a.mean())
+    assert model.sample(2, 6, cond=c[:2], generator=gen()).shape == (2, 6)
+    with pytest.raises(ValueError, match="exactly when"):
+        model.log_prob(x)
+    with pytest.raises(ValueError, match=r"\(2, 6\)"):
+        model.sample(2, 6, cond=c)
+    tok = TokenAR(5, d_model=16, heads=2, layers=1, classes=3)
+    v = torch.randint(0, 5, (4, 6))
+    assert tok.sample(3, 6, cond=c[:3], generator=gen()).shape == (3, 6)
+    torch.testing.assert_close(tok.loss(torch.stack([v, c], 1)), -tok.step_log_probs(v, c).mean())
