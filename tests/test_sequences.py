@@ -130,7 +130,8 @@ def test_dwell_time_law_matches_simulation():
         assert abs(float(d.mean()) - float(proc.mean_dwell()[k])) < 4 * se
         for j in range(4):
             p = float(pmf[k, j])
-            assert abs(float((d == j + 1).double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / len(d))
+            se_p = math.sqrt(p * (1 - p) / len(d))
+            assert abs(float((d == j + 1).double().mean()) - p) < 4 * se_p
     assert abs(float(proc.dwell_pmf(torch.arange(1, 400)).sum(1).min()) - 1) < 1e-6
 
 
