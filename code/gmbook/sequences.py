@@ -36,7 +36,8 @@ transformer. This module holds, in the order of the chapter:
   :func:`restart_dead_codes` against codebook collapse;
 - **decoding**: :func:`decoding_log_probs` (temperature, top-k, top-p: eqs.
   ``eq-seq-temperature``, ``eq-seq-top-k``, ``eq-seq-top-p``), :func:`decoding_kl`, the KL
-  of the transformed distribution to the model's, and :func:`sample_categorical`.
+  of the transformed distribution to the model's (eq. ``eq-seq-decoding-kl``), and
+  :func:`sample_categorical`.
 
 References: Rabiner (1989), *A tutorial on hidden Markov models and selected applications in
 speech recognition* (forward-backward); Hamilton (1989), *A new approach to the economic
@@ -773,7 +774,8 @@ def decoding_kl(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
                 top_p: float | None = None) -> Tensor:
     r""":math:`\mathrm{KL}(q \,\|\, p) = \sum_v q(v) \log\frac{q(v)}{p(v)}` of the decoding
     distribution :math:`q` (:func:`decoding_log_probs`) to the model's
-    :math:`p = \mathrm{softmax}(\text{logits})`, in nats, ``(*B,)``. It is finite (the
+    :math:`p = \mathrm{softmax}(\text{logits})`, in nats, ``(*B,)`` (eq.
+    ``eq-seq-decoding-kl``). It is finite (the
     support of :math:`q` is inside that of :math:`p`), nonnegative, and 0 at the identity;
     after truncation alone to a set :math:`S`, it is :math:`-\log p(S)`."""
     log_q = decoding_log_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -848,6 +850,10 @@ class ContinuousAR(nn.Module):
         min_scale: the smallest standard deviation of a component.
         input_scale: the inputs are divided by it.
         residual: means relative to the previous value.
+        increments: the input at position :math:`t` is the pair
+            :math:`(x_{t-1}, x_{t-1} - x_{t-2})` (the increment is 0 at the first two
+            steps), not :math:`x_{t-1}` alone: the network need not find the increments,
+            which tell the regimes apart, by attention.
         classes: per-step condition labels (0: none); then every method takes ``cond``
             ``(B, T)``, the label of each step (e.g. its regime), and models
             :math:`p_\theta(x_{1:T} \mid c_{1:T})`.
@@ -856,11 +862,13 @@ class ContinuousAR(nn.Module):
     def __init__(self, *, d_model: int = 32, heads: int = 4, layers: int = 2,
                  components: int = 4, max_len: int = 256, positions: str = "learned",
                  start: float = 0.0, min_scale: float = 1e-3, input_scale: float = 1.0,
-                 residual: bool = False, classes: int = 0) -> None:
+                 residual: bool = False, increments: bool = False,
+                 classes: int = 0) -> None:
         super().__init__()
         self.input_scale = check_positive("input_scale", input_scale)
         self.residual = check_bool("residual", residual)
-        self.transformer = CausalTransformer(in_dim=1, d_model=d_model, heads=heads,
+        self.increments = check_bool("increments", increments)
+        self.transformer = CausalTransformer(in_dim=2 if self.increments else 1, d_model=d_model, heads=heads,
                                              layers=layers, max_len=max_len,
                                              positions=positions, classes=classes)
         self.head = MixtureDensityHead(d_model, components, min_scale=min_scale)
@@ -869,12 +877,20 @@ class ContinuousAR(nn.Module):
     def _inputs(self, x: Tensor) -> Tensor:
         return torch.cat([x.new_full((x.shape[0], 1), self.start), x[:, :-1]], dim=1)
 
+    def _features(self, inp: Tensor) -> Tensor:
+        """The network's input at each position from the shifted values ``(B, T)``: the
+        previous value, and with ``increments`` also the last increment, scaled."""
+        if not self.increments:
+            return inp / self.input_scale
+        diff = torch.diff(inp, dim=1, prepend=inp[:, :1])  # (B, T), 0 at the first step
+        return torch.stack([inp, diff], dim=-1) / self.input_scale  # (B, T, 2)
+
     def step_params(self, x: Tensor, cond: Tensor | None = None) -> MixtureParams:
         r"""The mixture of every step given the true prefix (teacher forcing): parameters
         ``(B, T, K)`` for values ``x`` ``(B, T)`` (and labels ``cond`` ``(B, T)``)."""
         x = _sequences("x", x)
         inp = self._inputs(x)
-        p = self.head(self.transformer(inp / self.input_scale, cond=cond))
+        p = self.head(self.transformer(self._features(inp), cond=cond))
         if self.residual:
             p = MixtureParams(p.logits, p.loc + inp[..., None], p.scale)
         return p
@@ -915,7 +931,7 @@ class ContinuousAR(nn.Module):
         out = []
         for t in range(length):
             c = None if cond is None else cond[:, :t + 1]
-            h = self.transformer(inp / self.input_scale, cond=c)[:, -1]  # (n, d)
+            h = self.transformer(self._features(inp), cond=c)[:, -1]  # (n, d)
             p = self.head(h)
             if self.residual:
                 p = MixtureParams(p.logits, p.loc + inp[:, -1:], p.scale)
