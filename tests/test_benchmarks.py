@@ -203,8 +203,8 @@ def test_sampling_only_and_broken_entries(tmp_path, capsys):
 
 def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     """Smoke test of every registered entry (``make bench`` would otherwise break silently
-    on an API change): training capped at 3 optimization steps (3 EM iterations), small
-    training sets, 64 scored points, one repeat."""
+    on an API change): training capped at 3 optimization steps (3 EM iterations, 3 GAN
+    updates), small training sets, 64 scored points, one repeat."""
     from benchmarks import run as run_module
     from gmbook import train as train_module
 
@@ -222,6 +222,14 @@ def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     def capped_em(*args, **kwargs):
         return real_em(*args, **{**kwargs, "iterations": 3})
 
+    from gmbook import gans as gans_module
+
+    real_train_gan = gans_module.train_gan
+
+    def capped_train_gan(*args, **kwargs):
+        kwargs["steps"] = min(int(kwargs.get("steps", 3)), 3)
+        return real_train_gan(*args, **kwargs)
+
     small = {"N_TRAIN": 512, "N_KDE": 256, "N_VALID": 64, "N_INIT": 1, "GRID": 32}
     entries = load_entries()
     for name in {e.train.__module__ for e in entries.values()}:
@@ -230,6 +238,8 @@ def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
             monkeypatch.setattr(module, "fit", capped_fit)
         if getattr(module, "fit_em", None) is real_em:
             monkeypatch.setattr(module, "fit_em", capped_em)
+        if getattr(module, "train_gan", None) is real_train_gan:
+            monkeypatch.setattr(module, "train_gan", capped_train_gan)
         for constant, value in small.items():
             if isinstance(getattr(module, constant, None), int):
                 monkeypatch.setattr(module, constant, value)
@@ -243,3 +253,4 @@ def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     assert status == 0 and not errors, f"entries that fail to run: {errors}"
     assert {r["entry"] for r in report["results"]} == set(entries)
     assert "ncsn" in entries, "the score chapter's NCSN is registered"
+    assert "gan_r1" in entries, "the GAN chapter's recipe is registered"

@@ -316,6 +316,20 @@ def test_gan_losses_train_the_right_player(kw):
     assert s1.shape == (7, 2) and torch.equal(s1, s2)
 
 
+def test_mlp_gan_tanh_output_for_images():
+    """mlp_gan(tanh=True) squashes the generator's output of the same weights into (-1, 1),
+    the range of the digits (shape (n, dim) with dim = 64 for the 8x8 images)."""
+    torch.manual_seed(0)
+    plain = mlp_gan(dim=64, latent_dim=4, hidden=16, depth=2)
+    torch.manual_seed(0)
+    squashed = mlp_gan(dim=64, latent_dim=4, hidden=16, depth=2, tanh=True)
+    z = 3 * torch.randn(50, 4)
+    x, y = plain.sample(50, z=z), squashed.sample(50, z=z)
+    assert y.shape == (50, 64) and bool((y.abs() < 1).all())
+    assert x.abs().max() > 1  # the plain generator leaves the range
+    torch.testing.assert_close(y, torch.tanh(x), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("kw", [dict(loss="nonsaturating", r1_weight=0.5),
                                 dict(loss="wgan", gp_weight=10.0)], ids=["r1", "gp"])
 def test_penalty_scale_of_lazy_regularization(kw):
@@ -418,6 +432,7 @@ BAD = [
     (lambda: dirac_trajectory(0.0, 0.0, h=0.1, steps=3, scheme="adam"), ValueError, "scheme"),
     (lambda: GAN(nn.Linear(2, 2), "d", latent_dim=2), TypeError, "discriminator must be"),
     (lambda: mlp_gan(loss="lsgan"), ValueError, "loss must be one of"),
+    (lambda: mlp_gan(tanh=1), TypeError, "tanh"),
     (lambda: mlp_gan().sample(0), ValueError, "n must be a positive int"),
     (lambda: mlp_gan().sample(2, z=torch.zeros(2, 3)), ValueError, r"z must have shape"),
     (lambda: train_gan(mlp_gan(), torch.zeros(4, 2), steps=2, betas=(0.5, 1.0)), ValueError,

@@ -786,7 +786,7 @@ class GAN(nn.Module):
 def mlp_gan(*, dim: int = 2, latent_dim: int = 8, hidden: int = 128, depth: int = 3,
             d_hidden: int | None = None, d_depth: int | None = None, loss: str = "nonsaturating",
             spectral: bool = False, gp_weight: float = 0.0, r1_weight: float = 0.0,
-            generator: torch.Generator | None = None) -> GAN:
+            tanh: bool = False, generator: torch.Generator | None = None) -> GAN:
     r"""A :class:`GAN` of two MLPs (:class:`gmbook.nets.MLP`) for ``dim``-dimensional points.
 
     The generator is ``MLP(latent_dim, dim, hidden=hidden, depth=depth)`` with ReLU; the
@@ -803,12 +803,18 @@ def mlp_gan(*, dim: int = 2, latent_dim: int = 8, hidden: int = 128, depth: int 
         d_hidden, d_depth: the discriminator's (default: the generator's).
         loss, gp_weight, r1_weight: as in :class:`GAN`.
         spectral: spectral normalization of every discriminator layer.
+        tanh: end the generator with :math:`\tanh`, so that samples lie in
+            :math:`(-1, 1)^{\text{dim}}`, for data scaled to :math:`[-1, 1]` such as
+            :func:`gmbook.data.digits` (the output layer of DCGAN, Radford et al., 2016).
         generator: source of the spectral-norm starting vectors.
     """
     check_bool("spectral", spectral)
+    check_bool("tanh", tanh)
     d_hidden = hidden if d_hidden is None else d_hidden
     d_depth = depth if d_depth is None else d_depth
-    g_net = MLP(latent_dim, dim, hidden=hidden, depth=depth, activation=nn.ReLU)
+    g_net: nn.Module = MLP(latent_dim, dim, hidden=hidden, depth=depth, activation=nn.ReLU)
+    if tanh:
+        g_net = nn.Sequential(g_net, nn.Tanh())
     d_net = MLP(dim, 1, hidden=d_hidden, depth=d_depth, activation=_LeakyReLU)
     if spectral:
         spectral_norm(d_net, generator=generator)
