@@ -6,8 +6,9 @@ r"""Entries of the chapter "Flow matching and rectified flow" (``gmbook.flow_mat
   (:func:`gmbook.flow_matching.couple`, ``"ot"``), sampled with :data:`EULER_STEPS` Euler
   steps (``nfe = 5``).
 
-Both train an MLP velocity (width 128, depth 3) for :data:`STEPS` Adam steps (cosine decay,
-warm-up, EMA of the weights) on :data:`N_TRAIN` points, batches of :data:`BATCH`.
+Both train an MLP velocity (width 128, depth 3, time embedding with factor
+:data:`TIME_SCALE`) for :data:`STEPS` Adam steps at rate :data:`LR` (cosine decay, warm-up,
+EMA of the weights) on :data:`N_TRAIN` points, batches of :data:`BATCH`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from gmbook.flow_matching import FlowMatching
 from gmbook.nets import MLP
 from gmbook.train import EMA, fit
 
-__all__ = ["BATCH", "EULER_STEPS", "N_TRAIN", "SOLVER_STEPS", "STEPS"]
+__all__ = ["BATCH", "EULER_STEPS", "LR", "N_TRAIN", "SOLVER_STEPS", "STEPS", "TIME_SCALE"]
 
 CHAPTER = "book/diffusion/flow_matching.md"
 STEPS = 2000
 """Optimization steps."""
 BATCH = 256
 """Points per step."""
+LR = 1e-2
+"""Adam's peak learning rate."""
+TIME_SCALE = 10.0
+"""The factor on ``t`` before the sinusoidal time embedding (the chapter's: the default
+1000 gives a field that varies fast in ``t``, which multiplies an adaptive solver's cost)."""
 N_TRAIN = 20_000
 """Training points."""
 SOLVER_STEPS = 5
@@ -37,10 +43,10 @@ EULER_STEPS = 5
 
 def _train(dataset: Toy2D, generator: torch.Generator, coupling: str) -> FlowMatching:
     x = dataset.sample(N_TRAIN, generator=generator)
-    model = FlowMatching(MLP(2, hidden=128, depth=3, time_dim=32), shape=(2,),
-                         coupling=coupling)
+    model = FlowMatching(MLP(2, hidden=128, depth=3, time_dim=32, time_scale=TIME_SCALE),
+                         shape=(2,), coupling=coupling)
     ema = EMA(model, 0.999, warmup=True)
-    fit(model, x, steps=STEPS, batch_size=BATCH, lr=2e-3, schedule="cosine", warmup=100,
+    fit(model, x, steps=STEPS, batch_size=BATCH, lr=LR, schedule="cosine", warmup=100,
         ema=ema, seed=seed_from(generator), progress=False)
     ema.copy_to(model)
     return model.requires_grad_(False)

@@ -125,6 +125,23 @@ def test_teacher_step_per_row():
                                rtol=0)
 
 
+def test_teacher_step_heun_with_row_times_is_heun_row_by_row():
+    """[eq-fs-cm-loss] The default teacher step (Heun, every row with its own times, in one
+    batched call per slope) is samplers.heun's step taken row by row, on a bimodal mixture
+    whose field is not affine; not an Euler step."""
+    ve = samplers.VEPath(10.0)
+    pred = bimodal_pred(ve)
+    x = 3 * torch.randn(40, 1, dtype=F64)
+    t = torch.tensor([2.0, 1.0, 0.5, 3.0], dtype=F64).repeat(10)
+    s = t * torch.tensor([0.5, 0.8, 0.1, 0.9], dtype=F64).repeat_interleave(10)
+    got = teacher_step(pred, x, t, s)
+    want = torch.cat([samplers.heun(pred, x[i:i + 1], torch.stack([t[i], s[i]])).samples
+                      for i in range(40)])
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    euler = teacher_step(pred, x, t, s, solver=samplers.euler)  # grouped by pair
+    assert (got - euler).abs().max() > 1e-2   # the corrector is taken
+
+
 def test_multistep_consistency_with_the_exact_map_reproduces_the_data():
     """[eq-fs-cm-multistep] [eq-fs-flow-map] Three-step consistency sampling with the exact
     flow map of a bimodal mixture, started from the exact noised marginal, returns the
@@ -335,3 +352,28 @@ def test_meanflow_model_trains_and_samples():
     assert mf.sample(6, steps=2).shape == (6, 2)
     with pytest.raises(ValueError, match="equal"):
         MeanFlow(MLP(4, 2, hidden=8), equal=1.0)
+
+
+def test_one_denoiser_call_collapses_but_the_flow_map_does_not():
+    """[prop-fs-one-call] [prop-fs-gaussian] From the exact noised marginal of Gaussian data
+    at t = 3, one call of the exact denoiser returns samples of variance v^2 / (v + t^2)
+    (the law of total covariance), while the flow map to s = 0.002 returns the data's
+    variance v + s^2; for the two moons' mixture the one-call samples are also narrower than
+    the data on both axes."""
+    ve = samplers.VEPath(3.0)
+    pred = gaussian_pred(ve)
+    g = torch.Generator().manual_seed(5)
+    n = 40_000
+    x = MEAN + (VAR + 9.0).sqrt() * torch.randn(n, 2, generator=g, dtype=F64)
+    one = pred.x0_eps(x, torch.tensor(3.0, dtype=F64))[0]
+    want = VAR**2 / (VAR + 9.0)
+    assert ((one.var(0) - want).abs() < 4 * want * math.sqrt(2 / n)).all(), one.var(0)
+    mapped = gaussian_flow_map(x, 3.0, 0.002, MEAN, VAR, ve)
+    torch.testing.assert_close(mapped.var(0), VAR + 0.002**2, rtol=0.03, atol=0)
+    from gmbook.data import TwoMoons
+    moons = TwoMoons()
+    mix = samplers.mixture_prediction(*moons.mixture(), ve)
+    data = moons.sample(4000, generator=g).to(F64)
+    noisy = data + 3.0 * torch.randn(4000, 2, generator=g, dtype=F64)
+    one_moons = mix.x0_eps(noisy, torch.tensor(3.0, dtype=F64))[0]
+    assert (one_moons.var(0) < 0.5 * data.var(0)).all()

@@ -182,3 +182,55 @@ def test_a_result_keeps_its_shared_references(workers):
         return net, EMA(net, decay=0.5)
     net, ema = run_parallel([job, job], workers=workers)[0]
     assert ema.model is net
+
+
+# ------------------------------------------------------------------ own_weights
+
+from gmbook.runtime import own_weights  # noqa: E402
+
+
+def _build(seed):
+    """A job that builds a network after own_weights (no other randomness)."""
+    def job():
+        own_weights(seed)
+        return MLP(2, hidden=16, depth=2, time_dim=8)
+    return job
+
+
+def _weights(net):
+    return list(net.state_dict().values())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_own_weights_makes_a_jobs_weights_its_own(workers):
+    """The weights depend on the seed only: alone, in run_parallel, after other draws."""
+    torch.manual_seed(123)
+    alone = _build(5)()
+    torch.manual_seed(456)  # another caller state, and draws before the call
+    torch.rand(17)
+    state = torch.random.get_rng_state()
+    five, six, five_again = run_parallel([_build(5), _build(6), _build(5)], workers=workers)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's state is kept
+    assert all(torch.equal(u, v) for u, v in zip(_weights(alone), _weights(five)))
+    assert all(torch.equal(u, v) for u, v in zip(_weights(five), _weights(five_again)))
+    assert not torch.equal(_weights(five)[0], _weights(six)[0])
+    # the state is that of torch.Generator().manual_seed(seed), the CPU part of manual_seed
+    torch.manual_seed(5)
+    by_manual_seed = MLP(2, hidden=16, depth=2, time_dim=8)
+    assert all(torch.equal(u, v) for u, v in zip(_weights(alone), _weights(by_manual_seed)))
+    torch.random.set_rng_state(state)
+
+
+def test_without_own_weights_jobs_share_the_callers_weights():
+    """What own_weights prevents: two jobs that build a net start from the same weights."""
+    a, b = run_parallel([lambda: MLP(2, hidden=16, depth=2)] * 2, workers=1)
+    assert torch.equal(_weights(a)[0], _weights(b)[0])
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.0, TypeError), (True, TypeError),
+                                        ("3", TypeError)])
+def test_own_weights_rejects_bad_seeds(bad, error):
+    state = torch.random.get_rng_state()
+    with pytest.raises(error, match="seed must be"):
+        own_weights(bad)
+    assert torch.equal(torch.random.get_rng_state(), state)

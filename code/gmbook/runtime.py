@@ -26,7 +26,8 @@ time, and returns their results (models, tensors, anything picklable) in the ord
   from the global random state as it was at the call (the parent's state is left unchanged)
   and runs on one intra-op thread, so the parallel results are bitwise those of the
   sequential run. Jobs that draw random numbers must therefore own them: a seeded
-  ``torch.Generator``, ``fit(..., seed=s)``, or a model built before the call.
+  ``torch.Generator``, ``fit(..., seed=s)``, a model built before the call, or, for the
+  initial weights of the networks a job builds, :func:`own_weights` as its first line.
 * **Only results come back.** A job's side effects (a model trained in place, a generator
   advanced) stay in its worker: return everything the caller needs, e.g. the trained model,
   and use the returned object (in a worker it is a copy, unpickled in the parent; shared
@@ -65,7 +66,7 @@ import torch
 
 from gmbook._checks import check_int, describe
 
-__all__ = ["job_slots", "measure", "run_parallel", "threads"]
+__all__ = ["job_slots", "measure", "own_weights", "run_parallel", "threads"]
 
 
 _IN_WORKER = False  # True in a worker forked by run_parallel
@@ -257,6 +258,42 @@ def run_parallel(jobs: Sequence[Callable[[], Any]], *, workers: int | None = Non
             receive.close()
         torch.set_num_threads(previous)
     return results
+
+
+def own_weights(seed: int) -> None:
+    """Give the job that calls it its own initial weights: seed the global RNG from ``seed``.
+
+    Networks draw their initial weights from PyTorch's global random state, and every job of
+    :func:`run_parallel` starts from the caller's state at the call. Networks built in two jobs
+    (or in one job after a cell that drew random numbers) would then share, or silently
+    change, their initial weights. Call ``own_weights(seed)`` as the first line of a job that
+    builds networks: the global (CPU) state becomes that of
+    ``torch.Generator().manual_seed(seed)``, so the weights depend on ``seed`` only, whether
+    the job runs in a worker or in the caller's process, and in any order. ``run_parallel``
+    gives the caller its own state back after the jobs.
+
+    This is the one place where the package sets the global random state, on purpose and only
+    when a chapter asks: outside a job of :func:`run_parallel` it changes the caller's state
+    for good (like ``torch.manual_seed``, of which it is the CPU part).
+
+    Args:
+        seed: a non-negative int.
+
+    Raises:
+        TypeError: if ``seed`` is not an int (a bool is refused).
+        ValueError: if ``seed`` is negative.
+
+    Example:
+        >>> from gmbook.nets import MLP
+        >>> def job():
+        ...     own_weights(7)
+        ...     return MLP(2, hidden=8, depth=1)
+        >>> a, b = run_parallel([job, job])
+        >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+        True
+    """
+    seed = check_int("seed", seed, minimum=0)
+    torch.set_rng_state(torch.Generator().manual_seed(seed).get_state())
 
 
 # ------------------------------------------------------------------ the measurement

@@ -196,6 +196,67 @@ def test_theorem_with_proof(doc):
     assert any(d.name == "prf:proof" for d in ds), f"{doc}: no {{prf:proof}}"
 
 
+_LIST_MARKER = re.compile(r"^(?:[-+*]|\d+[.)])\s")
+
+
+def list_markers_in_math(markdown: str) -> list[tuple[int, str]]:
+    """Lines that start like a list item (``+ ``, ``- ``, ``* ``, ``1. ``) while an inline
+    ``$...$`` opened earlier in the same paragraph is still open.
+
+    Markdown lets a list item interrupt a paragraph, so a formula wrapped before a ``+`` or a
+    ``-`` is cut in two: the rest of the paragraph becomes a bullet, the math stays unrendered
+    (seen in the HTML of three chapters and as an overfull line in the PDF). Display math
+    (``$$``) and code are skipped; the prose of directives (proofs, exercises) is not.
+    """
+    bad, para, in_code, in_display = [], "", False, False
+    for number, line in enumerate(markdown.split("\n"), 1):
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            info = stripped.lstrip("`~").strip()
+            if in_code:
+                in_code = False
+            elif info and not (info.startswith("{") and not re.match(
+                    r"\{(code-cell|literalinclude|math|code|raw)\}", info)):
+                in_code = True
+            para = ""
+            continue
+        if in_code:
+            continue
+        if stripped.startswith("$$"):
+            if stripped.count("$$") == 1:
+                in_display = not in_display
+            para = ""
+            continue
+        if in_display:
+            continue
+        if not stripped:
+            para = ""
+            continue
+        if para and _LIST_MARKER.match(line):
+            dollars = para.replace("\\$", "").replace("$$", "").count("$")
+            if dollars % 2:
+                bad.append((number, line.strip()[:60]))
+        para += " " + line
+    return bad
+
+
+def test_list_markers_in_math_are_found():
+    """The check below finds a wrapped formula and leaves lists and display math alone."""
+    broken = "A sum $a\n+ b$ in a paragraph."
+    assert list_markers_in_math(broken) == [(2, "+ b$ in a paragraph.")]
+    fine = ("Items:\n\n- one $a$\n- two $b + c$\n\n$$\nx\n+ y\n$$\n\n"
+            "```{prf:proof}\nText $u\n- v$.\n```")
+    assert list_markers_in_math(fine) == [(13, "- v$.")]
+
+
+@chapters
+def test_no_list_marker_inside_inline_math(doc):
+    """No line of prose starts with ``+``/``-`` inside an open inline formula (see above)."""
+    bad = list_markers_in_math(chapter(doc).markdown)
+    assert not bad, (f"{doc}: a line inside inline math starts like a list item; move the "
+                     f"operator to the end of the previous line: {bad}")
+
+
 @chapters
 def test_labelled_equation(doc):
     """At least one display equation written ``$$ ... $$ (label)``."""

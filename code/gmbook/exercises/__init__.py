@@ -225,6 +225,22 @@ Checkers of the chapter *Flow matching and rectified flow*:
                        (:func:`gmbook.flow_matching.gaussian_path` with ``path="vp"``)
 =====================  =================================================================
 
+Checkers of the chapter *Generation in one or two steps*:
+
+============================  ==========================================================
+``consistency_coefficients``  ``fn(sigma, sigma_data, sigma_min) -> (c_skip, c_out)``,
+                              the skip and output scalings ``(c_skip, c_out)`` of a
+                              consistency model, each of the shape of ``sigma`` ``(B,)``
+                              (eq. ``eq-fs-cm-param``;
+                              :func:`gmbook.few_step.consistency_coefficients`)
+``gaussian_flow_map``         ``fn(x, t, s, mean, var) -> x_s``, the flow map from level
+                              ``t`` to level ``s`` of the probability-flow ODE on the VE
+                              path for Gaussian data with mean ``mean`` and variances
+                              ``var``, shape ``(B, D)`` (eq.
+                              ``eq-fs-gaussian-flow-map``;
+                              :func:`gmbook.few_step.gaussian_flow_map`)
+============================  ==========================================================
+
 Checkers of the chapter *Generative adversarial networks*:
 
 =========================  =============================================================
@@ -320,6 +336,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     densities,
     ebm,
     evaluation,
+    few_step,
     flow_matching,
     flows,
     gans,
@@ -382,8 +399,8 @@ def checker_table() -> str:
 
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
-                  "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "gans",
-                  "probability", "stochastic"]
+                  "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "few_step",
+                  "gans", "probability", "stochastic"]
 
 __all__ = [
     "Case",

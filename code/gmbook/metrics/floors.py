@@ -116,7 +116,8 @@ def _configurations() -> tuple[FloorConfig, ...]:
         FloorConfig(moons, 2000, pairs=100, users=(
             "book/foundations/evaluation.md", "book/diffusion/ddpm.md",
             "book/diffusion/flow_matching.md", "book/diffusion/score_matching.md",
-            "book/diffusion/sde.md", "book/latent/flows.md", "benchmarks/run.py")),
+            "book/diffusion/sde.md", "book/diffusion/few_step.md", "book/latent/flows.md",
+            "benchmarks/run.py")),
         FloorConfig(moons, 1000, users=("book/latent/vae.md",)),
         FloorConfig(moons, 500, users=("book/foundations/ebm.md",)),
         FloorConfig(moons, 500, torch.float64, users=("book/foundations/sampling.md",)),
