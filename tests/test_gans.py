@@ -41,11 +41,11 @@ def mixture_1d():
 
 
 def test_value_at_the_optimal_discriminator_is_twice_js_minus_log4():
-    """[eq-gan-optimal-d] [eq-gan-value] [eq-gan-js] With p = N(0, 1) and q a two-component
-    mixture, the Monte Carlo value V(D*, G) of the optimal discriminator D* = p / (p + q)
-    equals 2 JS(p, q) - log 4 with JS by quadrature, within 4 standard errors (about 0.002;
-    JS - log 4 or 2 JS - log 2 would miss by 0.3 or more). Any other discriminator (shifted
-    or scaled logits) has a smaller value on the same samples."""
+    """[thm-gan-optimal-d] [eq-gan-optimal-d] [eq-gan-value] [eq-gan-js] With p = N(0, 1) and q
+    a two-component mixture, the Monte Carlo value V(D*, G) of the optimal discriminator D* = p
+    / (p + q) equals 2 JS(p, q) - log 4 with JS by quadrature, within 4 standard errors (about
+    0.002; JS - log 4 or 2 JS - log 2 would miss by 0.3 or more). Any other discriminator
+    (shifted or scaled logits) has a smaller value on the same samples."""
     log_p = normal_logpdf(0.0, 1.0)
     log_q, sample_q = mixture_1d()
     n = 200_000
@@ -69,10 +69,10 @@ def test_value_at_the_optimal_discriminator_is_twice_js_minus_log4():
 
 
 def test_js_divergence_by_quadrature_limits():
-    """[eq-gan-js] JS(p, p) = 0; JS of two Gaussians 40 standard deviations apart is log 2
-    (disjoint supports: the saturation of the original GAN); JS is symmetric, and equals
-    the closed form for two uniforms U(0, 1), U(0.5, 1.5): half the mass shared,
-    JS = log(2) / 2."""
+    """[thm-gan-optimal-d] [eq-gan-js] JS(p, p) = 0; JS of two Gaussians 40 standard deviations
+    apart is log 2 (disjoint supports: the saturation of the original GAN); JS is symmetric, and
+    equals the closed form for two uniforms U(0, 1), U(0.5, 1.5): half the mass shared, JS =
+    log(2) / 2."""
     p, q = normal_logpdf(0.0, 1.0), normal_logpdf(1.0, 1.0)
     assert abs(js_divergence(p, p, -10, 10)) < 1e-12
     far = normal_logpdf(40.0, 1.0)
@@ -166,10 +166,10 @@ def matrix_with_singular_values(s: list[float], m: int, n: int) -> torch.Tensor:
 
 
 def test_power_iteration_converges_at_the_rate_of_the_gap():
-    """[eq-gan-power-iteration] sigma_hat <= sigma_1 at every iteration, and the error
-    sigma_1 - sigma_hat_k falls by (sigma_2 / sigma_1)^4 per iteration (0.8^4 = 0.41 here;
-    a rate (sigma_2 / sigma_1)^2 = 0.64 would fail), reaching torch.linalg.matrix_norm(ord=2)
-    to 1e-12."""
+    """[prop-gan-power] [eq-gan-power-iteration] sigma_hat <= sigma_1 at every iteration, and
+    the error sigma_1 - sigma_hat_k falls by (sigma_2 / sigma_1)^4 per iteration (0.8^4 = 0.41
+    here; a rate (sigma_2 / sigma_1)^2 = 0.64 would fail), reaching
+    torch.linalg.matrix_norm(ord=2) to 1e-12."""
     s = [3.0, 2.4, 1.0, 0.5, 0.1]
     w = matrix_with_singular_values(s, 12, 7)
     sigma1 = float(torch.linalg.matrix_norm(w, ord=2))
@@ -253,10 +253,10 @@ def test_dirac_jacobian_and_eigenvalues_match_autograd(loss, gamma):
 
 
 def test_dirac_simultaneous_gd_diverges_and_alternating_circles():
-    """[eq-gan-dirac-updates] Without R1, simultaneous gradient play moves away from the
-    equilibrium at every step size, at the rate of its eigenvalues' modulus
-    sqrt(1 + h^2 a^2) near it; alternating play stays on an orbit (eigenvalues of modulus
-    1): after 2000 steps it is neither nearer than half nor farther than twice its start."""
+    """[prop-gan-dirac] [eq-gan-dirac-updates] Without R1, simultaneous gradient play moves away
+    from the equilibrium at every step size, at the rate of its eigenvalues' modulus sqrt(1 +
+    h^2 a^2) near it; alternating play stays on an orbit (eigenvalues of modulus 1): after 2000
+    steps it is neither nearer than half nor farther than twice its start."""
     a = 0.5
     for h in (0.05, 0.2, 1.0):
         traj = dirac_trajectory(1e-3, 0.0, h=h, steps=200, scheme="simultaneous")
@@ -274,9 +274,9 @@ def test_dirac_simultaneous_gd_diverges_and_alternating_circles():
 
 @pytest.mark.parametrize("gamma", [0.3, 1.5])
 def test_dirac_r1_converges_below_the_step_the_eigenvalues_allow(gamma):
-    """[eq-gan-dirac-updates] [eq-gan-r1] With R1 the simultaneous updates converge to the
-    equilibrium for h = 0.9 h_max and leave its neighbourhood for h = 1.1 h_max, with h_max
-    from the eigenvalues (gamma / a^2 = 1.2 for gamma = 0.3 < 2a; 2 / |lambda_-| for
+    """[prop-gan-dirac] [eq-gan-dirac-updates] [eq-gan-r1] With R1 the simultaneous updates
+    converge to the equilibrium for h = 0.9 h_max and leave its neighbourhood for h = 1.1 h_max,
+    with h_max from the eigenvalues (gamma / a^2 = 1.2 for gamma = 0.3 < 2a; 2 / |lambda_-| for
     gamma = 1.5 > 2a: 1.53); at h_max an eigenvalue has modulus 1."""
     h_max = dirac_max_step(gamma=gamma)
     want = 1.2 if gamma == 0.3 else 4 / (1.5 + math.sqrt(1.25))
@@ -289,6 +289,35 @@ def test_dirac_r1_converges_below_the_step_the_eigenvalues_allow(gamma):
     r = bad.norm(dim=1).nan_to_num(nan=math.inf)  # it may overflow
     assert float(r.max()) > 1e-2
     assert dirac_max_step(gamma=0.0) == 0.0
+
+
+@pytest.mark.parametrize("loss", ["gan", "wgan"])
+def test_dirac_alternating_r1_converges_iff_the_jury_condition_holds(loss):
+    """[prop-gan-dirac] (item 4) [eq-gan-dirac-updates] With R1 (gamma > 0), alternating
+    updates converge locally iff h^2 a^2 + 2 h gamma < 4: on a grid of gamma and h the
+    package's eigenvalues have modulus < 1 exactly where the condition holds; at its root
+    h_alt the largest modulus is 1; the nonlinear iterates converge at 0.9 h_alt and leave
+    the equilibrium at 1.1 h_alt; h_alt > h_max iff gamma < 2a / sqrt(3)."""
+    a = 0.5 if loss == "gan" else 1.0
+    gammas = [0.05, 0.3, 0.55, 0.9, 1.5, 2.5]
+    for gamma in gammas:
+        h_alt = (math.sqrt(gamma**2 + 4 * a**2) - gamma) / a**2
+        for h in torch.linspace(0.02, 2.5 * h_alt, 97, dtype=F64).tolist():
+            if abs(h - h_alt) < 1e-9:
+                continue
+            radius = float(dirac_eigenvalues(loss=loss, gamma=gamma, scheme="alternating",
+                                             h=h).abs().max())
+            assert (radius < 1) == (h**2 * a**2 + 2 * h * gamma < 4), (gamma, h, radius)
+        edge = dirac_eigenvalues(loss=loss, gamma=gamma, scheme="alternating", h=h_alt)
+        assert float(edge.abs().max()) == pytest.approx(1.0, abs=1e-12)
+        ok = dirac_trajectory(0.3, 0.2, h=0.9 * h_alt, steps=3000, scheme="alternating",
+                              loss=loss, gamma=gamma)
+        assert float(ok[-1].norm()) < 1e-4 * float(ok[0].norm())
+        bad = dirac_trajectory(1e-4, 1e-4, h=1.1 * h_alt, steps=3000, scheme="alternating",
+                               loss=loss, gamma=gamma)
+        assert float(bad.norm(dim=1).nan_to_num(nan=math.inf).max()) > 1e-2
+        wider = h_alt > dirac_max_step(loss=loss, gamma=gamma)
+        assert wider == (gamma < 2 * a / math.sqrt(3)), (gamma, h_alt)
 
 
 # --------------------------------------------------------------------------- the model

@@ -156,8 +156,10 @@ def g_loss_saturating(fake_logits: Tensor) -> Tensor:
 def g_loss_nonsaturating(fake_logits: Tensor) -> Tensor:
     r"""The non-saturating generator loss, eq. ``eq-gan-nonsaturating``:
     :math:`-\mathbb E_q[\log D(\tilde x)] = \mathbb E_q[\operatorname{softplus}(-\ell)]`,
-    which has the same fixed points as :func:`g_loss_saturating` but strong gradients where
-    :math:`D \to 0` (Goodfellow et al., 2014, Sec. 3).
+    which pushes each sample in the same direction as :func:`g_loss_saturating` (with weight
+    :math:`1 - D` instead of :math:`D`) and shares the game's equilibrium :math:`q = p`,
+    :math:`D \equiv 1/2`, but has strong gradients where :math:`D \to 0` (Goodfellow et al.,
+    2014, Sec. 3).
 
     Args:
         fake_logits: :math:`\ell(G(z))`, shape ``(M,)`` or ``(M, 1)``.

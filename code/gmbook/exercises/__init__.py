@@ -241,6 +241,29 @@ Checkers of the chapter *Generation in one or two steps*:
                               :func:`gmbook.few_step.gaussian_flow_map`)
 ============================  ==========================================================
 
+Checkers of the chapter *Generative adversarial networks*:
+
+=========================  =============================================================
+``dirac_spectral_radius``  ``fn(h, gamma, alternating) -> radius``, the spectral radius
+                           (largest eigenvalue modulus) of one step of gradient play on
+                           the Dirac-GAN with the GAN loss (:math:`a = f'(0) = 1/2`) and
+                           R1 weight ``gamma``, linearised at the equilibrium:
+                           simultaneous or alternating updates of step ``h`` (eq.
+                           ``eq-gan-dirac-updates``;
+                           :func:`gmbook.gans.dirac_eigenvalues`)
+``optimal_discriminator``  ``fn(log_p, log_q) -> d_star``, the optimal discriminator
+                           :math:`D^* = p / (p + q)` from the two log-densities at the
+                           same points ``(B,)`` (eq. ``eq-gan-optimal-d``;
+                           :func:`gmbook.gans.optimal_discriminator`), computed without
+                           overflow
+``power_iteration_step``   ``fn(weight, u) -> (sigma, u, v)``, one step of power
+                           iteration for the largest singular value of ``weight`` ``(m,
+                           n)`` from ``u`` ``(m,)``: :math:`v = W^\top u / \|W^\top
+                           u\|`, :math:`u' = W v / \|W v\|`, :math:`\hat\sigma = u'^\top
+                           W v` (eq. ``eq-gan-power-iteration``;
+                           :func:`gmbook.gans.power_iteration`)
+=========================  =============================================================
+
 Checkers of Appendix A, *Probability theory*:
 
 ========================  ==============================================================
@@ -316,6 +339,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     few_step,
     flow_matching,
     flows,
+    gans,
     guidance,
     probability,
     problem,
@@ -376,7 +400,7 @@ def checker_table() -> str:
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
                   "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "few_step",
-                  "probability", "stochastic"]
+                  "gans", "probability", "stochastic"]
 
 __all__ = [
     "Case",

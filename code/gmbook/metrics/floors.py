@@ -107,7 +107,8 @@ class FloorConfig:
 
 
 def _configurations() -> tuple[FloorConfig, ...]:
-    from gmbook.data import Banana, Checkerboard, ClassConditional, EightGaussians, TwoMoons
+    from gmbook.data import (Banana, Checkerboard, ClassConditional, EightGaussians,
+                             GaussianGrid, TwoMoons)
 
     moons = TwoMoons()
     return (
@@ -127,6 +128,8 @@ def _configurations() -> tuple[FloorConfig, ...]:
         # the two moons split by moon: the class-conditional models of the guidance chapter
         FloorConfig(ClassConditional(moons, 0), 2000, users=("book/diffusion/guidance.md",)),
         FloorConfig(ClassConditional(moons, 1), 2000, users=("book/diffusion/guidance.md",)),
+        # the 5x5 grid of Gaussians: the GAN chapter's comparison and its three seeds
+        FloorConfig(GaussianGrid(), 2000, users=("book/beyond/gans.md",)),
     )
 
 
