@@ -128,7 +128,7 @@ def _configurations() -> tuple[FloorConfig, ...]:
         # the two moons split by moon: the class-conditional models of the guidance chapter
         FloorConfig(ClassConditional(moons, 0), 2000, users=("book/diffusion/guidance.md",)),
         FloorConfig(ClassConditional(moons, 1), 2000, users=("book/diffusion/guidance.md",)),
-        # the 5x5 grid of Gaussians: the GAN chapter's comparison and its three seeds
+        # the 5x5 grid of Gaussians: the GAN chapter's three seeds and the benchmark
         FloorConfig(GaussianGrid(), 2000, users=("book/beyond/gans.md",)),
     )
 
