@@ -147,7 +147,7 @@ class RegimeSwitching:
 
     .. math::
 
-        s_1 \sim \pi_0, \quad s_t \mid s_{t-1} \sim A_{s_{t-1}, \cdot}, \qquad
+        s_1 \sim \pi_0, \quad s_t \mid s_{t-1} \sim A_{s_{t-1}, \cdot}, \\
         p(x_t \mid s_t = k, x_{t-1}) = \sum_{c} w_{kc}\,
             \mathcal N\big(x_t;\ a_{kc}\, x_{t-1} + b_{kc},\ \sigma_{kc}^2\big),
 
@@ -326,8 +326,8 @@ class RegimeSwitching:
 
         .. math::
 
-            \log\alpha_1(k) = \log\pi_0(k) + \log p(x_1 \mid k, x_0), \quad
-            \log\alpha_t(k) = \log\!\sum_j e^{\log\alpha_{t-1}(j) + \log A_{jk}}
+            \log\alpha_1(k) &= \log\pi_0(k) + \log p(x_1 \mid k, x_0), \\
+            \log\alpha_t(k) &= \log\!\sum_j e^{\log\alpha_{t-1}(j) + \log A_{jk}}
                 + \log p(x_t \mid k, x_{t-1}),
 
         :math:`\log p(x_{1:T}) = \log\sum_k \alpha_T(k)` (eq. ``eq-seq-forward``).
@@ -352,8 +352,8 @@ class RegimeSwitching:
 
         .. math::
 
-            p(s_t = k \mid x_{1:T}) = \alpha_t(k)\, \beta_t(k) / p(x_{1:T}), \quad
-            \beta_T = 1, \ \beta_t(j) = \sum_k A_{jk}\, p(x_{t+1} \mid k, x_t)\,
+            p(s_t = k \mid x_{1:T}) &= \alpha_t(k)\, \beta_t(k) / p(x_{1:T}), \\
+            \beta_T = 1, \quad \beta_t(j) &= \sum_k A_{jk}\, p(x_{t+1} \mid k, x_t)\,
             \beta_{t+1}(k)
 
         (eq. ``eq-seq-forward-backward``), computed in log space.
@@ -637,7 +637,7 @@ def mixture_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
     .. math::
 
         \log p(y) = \log\sum_{k=1}^K \mathrm{softmax}(\ell)_k\,
-            \mathcal N(y;\, m_k, s_k^2)
+            \mathcal N(y;\, m_k, s_k^2) \\
         = \mathrm{LSE}_k\Big(\ell_k - \mathrm{LSE}(\ell) - \frac{(y - m_k)^2}{2 s_k^2}
             - \log s_k - \tfrac12 \log 2\pi\Big)
 
@@ -1030,7 +1030,7 @@ class Binning:
     .. math::
 
         q(x \mid v) = \frac{1}{w_v} \ \text{(inner bins)}, \qquad
-        q(x \mid 0) = \frac{1}{w_0} e^{-(e_1 - x) / w_0}, \quad
+        q(x \mid 0) = \frac{1}{w_0} e^{-(e_1 - x) / w_0}, \\
         q(x \mid V-1) = \frac{1}{w_{V-1}} e^{-(x - e_{V-1}) / w_{V-1}}
 
     (eq. ``eq-seq-binned-density``), :math:`w_v = e_{v+1} - e_v`: uniform in an inner bin
