@@ -252,6 +252,45 @@ def test_dirac_jacobian_and_eigenvalues_match_autograd(loss, gamma):
                                                             scheme=scheme, h=h), 1e-6)
 
 
+def test_dirac_field_is_the_games_gradient_in_the_chapters_sign_convention():
+    """[eq-gan-dirac-field] [eq-gan-value] The field follows Mescheder et al.'s sign: with
+    the chapter's convention (a logit that scores data), the Dirac-GAN's logit is -psi * x,
+    and the field is (-dV/dtheta, dV/dpsi - gamma psi) for the package's gan_value of the
+    data logit -psi * 0 and the sample logit -psi * theta."""
+    g = torch.Generator().manual_seed(3)
+    gamma = 0.3
+    for theta0, psi0 in (3 * torch.randn(8, 2, generator=g, dtype=F64)).tolist():
+        theta = torch.tensor(theta0, dtype=F64, requires_grad=True)
+        psi = torch.tensor(psi0, dtype=F64, requires_grad=True)
+        value = gan_value((-psi * 0.0).reshape(1), (-psi * theta).reshape(1))
+        d_theta, d_psi = torch.autograd.grad(value, (theta, psi))
+        v_theta, v_psi = dirac_field(theta.detach(), psi.detach(), gamma=gamma)
+        torch.testing.assert_close(v_theta, -d_theta, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(v_psi, d_psi - gamma * psi.detach(), rtol=1e-12,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["gan", "wgan"])
+def test_dirac_field_turns_around_the_equilibrium(loss):
+    """[eq-gan-dirac-field] (fig-gan-dirac-field) Without R1 the field is orthogonal to
+    (theta, psi) at every point, so the continuous flow conserves theta^2 + psi^2 for any f,
+    and one simultaneous step multiplies theta^2 + psi^2 by 1 + h^2 f'(psi theta)^2 exactly;
+    R1 adds the inward component -gamma psi^2 to (theta, psi) . v."""
+    g = torch.Generator().manual_seed(4)
+    w = 3 * torch.randn(2, 50, generator=g, dtype=F64)
+    v_theta, v_psi = dirac_field(w[0], w[1], loss=loss)
+    radial = w[0] * v_theta + w[1] * v_psi
+    assert radial.abs().max() < 1e-12 * (1 + w.square().sum(0)).max()
+    v_theta, v_psi = dirac_field(w[0], w[1], loss=loss, gamma=0.3)
+    torch.testing.assert_close(w[0] * v_theta + w[1] * v_psi, -0.3 * w[1] ** 2)
+    h = 0.4
+    for theta0, psi0 in w.T[:10].tolist():
+        step = dirac_trajectory(theta0, psi0, h=h, steps=1, loss=loss)
+        fprime = math.exp(-math.log1p(math.exp(psi0 * theta0))) if loss == "gan" else 1.0
+        ratio = step[1].square().sum() / step[0].square().sum()
+        assert abs(ratio.item() - (1 + h**2 * fprime**2)) < 1e-10
+
+
 def test_dirac_simultaneous_gd_diverges_and_alternating_circles():
     """[prop-gan-dirac] [eq-gan-dirac-updates] Without R1, simultaneous gradient play moves away
     from the equilibrium at every step size, at the rate of its eigenvalues' modulus sqrt(1 +

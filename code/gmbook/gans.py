@@ -509,8 +509,12 @@ def dirac_field(theta: Tensor, psi: Tensor, *, loss: str = "gan", gamma: float =
     :math:`D_\psi(x) = \psi x`, and the game
     :math:`L(\theta, \psi) = f(\psi\theta) + f(0)`, maximised by the discriminator and
     minimised by the generator, with :math:`f(t) = -\log(1 + e^{-t})` (``"gan"``) or
-    :math:`f(t) = t` (``"wgan"``). With the R1 penalty :math:`\tfrac\gamma2 \psi^2` on the
-    discriminator (its gradient at the data point is :math:`\psi`),
+    :math:`f(t) = t` (``"wgan"``). The sign follows Mescheder et al.: the logit
+    :math:`\psi x` scores a point as *generated*; in the convention of ``eq-gan-value`` and of
+    :func:`d_loss_bce` (a logit that scores data) the logit is :math:`-\psi x`, which flips
+    the sign of :math:`\psi` and changes no eigenvalue. With the R1 penalty
+    :math:`\tfrac\gamma2 \psi^2` on the discriminator (its gradient at the data point is
+    :math:`\psi`),
 
     .. math::
 
