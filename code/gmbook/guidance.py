@@ -55,7 +55,8 @@ References: Ho & Salimans (2021), *Classifier-free diffusion guidance*; Dhariwal
 diffusion models*; Karras et al. (2024), *Guiding a diffusion model with a bad version of
 itself*; Chung et al. (2023), *Diffusion posterior sampling for general noisy inverse
 problems*; Lugmayr et al. (2022), *RePaint: inpainting using denoising diffusion
-probabilistic models*; Song et al. (2023), *Pseudoinverse-guided diffusion models for inverse problems*.
+probabilistic models*; Song et al. (2023), *Pseudoinverse-guided diffusion models for
+inverse problems*.
 """
 
 from __future__ import annotations
