@@ -646,8 +646,8 @@ def replacement(pred: samplers.Prediction, mask: Tensor, y: Tensor) -> samplers.
     variant in the denoised estimate of the replacement of Song et al. (2021, imputation)
     and of RePaint's known-region step (Lugmayr et al., 2022), which replace the known
     coordinates of the noisy state by a freshly noised copy of :math:`y` (RePaint adds
-    resampling). Exact when the known and unknown coordinates are independent under the
-    prior; biased otherwise.
+    resampling: :func:`repaint`). Exact when the known and unknown coordinates are
+    independent under the prior; biased otherwise.
 
     Args:
         pred: the prior's prediction.
@@ -765,8 +765,9 @@ def repaint(pred: samplers.Prediction, x: Tensor, grid: Tensor, *, mask: Tensor,
         return_path: keep the states of the last pass at the grid times.
 
     Returns:
-        A :class:`gmbook.samplers.SamplePath`; its ``nfe`` counts every pass,
-        :math:`U (K - 1) + 1` calls for a one-call step when ``jump`` divides ``K - 1``.
+        A :class:`gmbook.samplers.SamplePath`; its ``nfe`` counts every pass:
+        :math:`U (K - 1) + 1` calls for a step of one call (a block shorter than ``jump`` at
+        the end is also run ``resample`` times).
     """
     pred = _check_pred("pred", pred)
     if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
