@@ -28,7 +28,9 @@ The module holds
   denoiser (Ho & Salimans, 2021);
 - conditioning without retraining: the exact posterior of one observed coordinate of a toy
   (:meth:`LabelledMixture.slice_posterior`, eq. ``eq-guid-slice-posterior``), inpainting by
-  replacement (:func:`replacement`, eq. ``eq-guid-replacement``) and diffusion
+  replacement (:func:`replacement`, eq. ``eq-guid-replacement``), RePaint
+  (:func:`repaint`, eq. ``eq-guid-repaint``; Lugmayr et al., 2022), which adds resampling
+  by the path's forward transition (:func:`renoise`, eq. ``eq-guid-renoise``), and diffusion
   posterior sampling (:func:`dps`, eq. ``eq-guid-dps``; Chung et al., 2023) for a linear
   observation, optionally with Tweedie's covariance (exact on a Gaussian prior).
 
@@ -52,7 +54,9 @@ References: Ho & Salimans (2021), *Classifier-free diffusion guidance*; Dhariwal
 *Applying guidance in a limited interval improves sample and distribution quality in
 diffusion models*; Karras et al. (2024), *Guiding a diffusion model with a bad version of
 itself*; Chung et al. (2023), *Diffusion posterior sampling for general noisy inverse
-problems*; Song et al. (2023), *Pseudoinverse-guided diffusion models for inverse problems*.
+problems*; Lugmayr et al. (2022), *RePaint: inpainting using denoising diffusion
+probabilistic models*; Song et al. (2023), *Pseudoinverse-guided diffusion models for
+inverse problems*.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ __all__ = [
     "guidance_interval",
     "guided_gaussian_mean",
     "histogram_kl",
+    "renoise",
+    "repaint",
     "replacement",
     "tilted_density",
 ]
@@ -640,8 +646,8 @@ def replacement(pred: samplers.Prediction, mask: Tensor, y: Tensor) -> samplers.
     variant in the denoised estimate of the replacement of Song et al. (2021, imputation)
     and of RePaint's known-region step (Lugmayr et al., 2022), which replace the known
     coordinates of the noisy state by a freshly noised copy of :math:`y` (RePaint adds
-    resampling). Exact when the known and unknown coordinates are independent under the
-    prior; biased otherwise.
+    resampling: :func:`repaint`). Exact when the known and unknown coordinates are
+    independent under the prior; biased otherwise.
 
     Args:
         pred: the prior's prediction.
@@ -652,17 +658,170 @@ def replacement(pred: samplers.Prediction, mask: Tensor, y: Tensor) -> samplers.
         An ``"x0"`` :class:`gmbook.samplers.Prediction`.
     """
     pred = _check_pred("pred", pred)
-    for name, v in (("mask", mask), ("y", y)):
-        if not isinstance(v, Tensor) or not v.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
-    if mask.shape != y.shape or not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError("mask must hold 0s and 1s and have the shape of y")
+    _check_mask_y(mask, y)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         m = mask.to(x)
         return m * y.to(x) + (1 - m) * pred.x0_eps(x, t)[0]
 
     return samplers.Prediction(fn, "x0", pred.path)
+
+
+def renoise(path: samplers.GaussianPath, x: Tensor, s: float, t: float, *,
+            generator: torch.Generator | None = None) -> Tensor:
+    r"""The forward transition of a Gaussian path from time ``s`` to a noisier time ``t``,
+    eq. ``eq-guid-renoise``: a draw of
+
+    .. math::
+
+        x_t \mid x_s \sim \mathcal N\Big(\frac{\alpha_t}{\alpha_s}\, x_s,\
+        \Big(\sigma_t^2 - \frac{\alpha_t^2}{\alpha_s^2}\, \sigma_s^2\Big) I\Big),
+
+    the law of :math:`x_t` given :math:`x_s` under the Markov forward process whose
+    marginals are the path's :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon` (on
+    :class:`gmbook.samplers.VEPath`, :math:`x_t = x_s + \sqrt{\sigma_t^2 - \sigma_s^2}\, z`;
+    on a discrete VP path from one step to the next, DDPM's :math:`\mathcal N(\sqrt{1 -
+    \beta_t}\, x_{t-1}, \beta_t I)`). RePaint's "jump back" (:func:`repaint`).
+
+    Args:
+        path: the :class:`gmbook.samplers.GaussianPath`.
+        x: states at time ``s``, ``(B, *D)`` (floating).
+        s, t: times of the path with ``s <= t`` (``s`` may be 0, the data).
+        generator: the noise's source.
+
+    Returns:
+        The states at time ``t``, ``(B, *D)``.
+    """
+    if not isinstance(path, samplers.GaussianPath):
+        raise TypeError(f"path must be a gmbook.samplers.GaussianPath, got {describe(path)}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {describe(x)}")
+    s, t = check_nonnegative("s", s), check_nonnegative("t", t)
+    if not s <= t:
+        raise ValueError(f"renoise goes towards more noise: need s <= t, got s = {s}, t = {t}")
+    generator = check_generator(generator)
+    a_s, s_s = _time_coefficients(path, s)
+    a_t, s_t = _time_coefficients(path, t)
+    r = a_t / a_s
+    var = s_t * s_t - r * r * s_s * s_s
+    if var < -1e-12 * max(s_t * s_t, 1e-300):
+        raise ValueError(f"the path's noise-to-signal ratio decreases from s = {s} to t = {t}")
+    return r * x + math.sqrt(max(var, 0.0)) * randn(x.shape, like=x, generator=generator)
+
+
+def _check_mask_y(mask: object, y: object) -> None:
+    for name, v in (("mask", mask), ("y", y)):
+        if not isinstance(v, Tensor) or not v.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {describe(v)}")
+    if mask.shape != y.shape or not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must hold 0s and 1s and have the shape of y")
+
+
+@torch.no_grad()
+def repaint(pred: samplers.Prediction, x: Tensor, grid: Tensor, *, mask: Tensor, y: Tensor,
+            resample: int = 10, jump: int = 1,
+            sampler: Callable[..., samplers.SamplePath] | None = None,
+            generator: torch.Generator | None = None, return_path: bool = False,
+            **options) -> samplers.SamplePath:
+    r"""RePaint (Lugmayr et al., 2022): inpainting by replacement in the noisy state, with
+    resampling, eq. ``eq-guid-repaint``; a sampler of the package's signature.
+
+    Each step from :math:`t_k` to :math:`t_{k+1}` runs one step of ``sampler`` on the
+    unconditional prediction and replaces the known coordinates (``mask`` 1) by a freshly
+    noised copy of the observation,
+
+    .. math::
+
+        x_{t_{k+1}} = m \odot \big(\alpha_{t_{k+1}} y + \sigma_{t_{k+1}} \xi\big)
+        + (1 - m) \odot \mathrm{step}(x_{t_k}), \qquad \xi \sim \mathcal N(0, I)
+
+    (RePaint's known-region step). The steps come in blocks of ``jump`` steps: after a block
+    from :math:`t_i` to :math:`t_{i+j}`, the state jumps back to :math:`t_i` by the path's
+    forward transition (:func:`renoise`, eq. ``eq-guid-renoise``) and the block is run
+    again, ``resample`` times in all; the last step of the grid is run once (Lugmayr et
+    al.'s Algorithm 1 is ``jump = 1`` on DDPM's steps, with ``sampler`` the ancestral step,
+    :func:`gmbook.samplers.ddim` with ``eta=1``). The re-noising lets the unknown
+    coordinates, which see the observation only through the state, move towards it again.
+
+    With ``resample = 1`` a step differs from :func:`replacement` run by the same
+    ``sampler`` only in the known coordinates: the unknown ones are the same function of the
+    state and of the step's noise (drawn first), while the known ones are a fresh draw
+    :math:`\alpha_t y + \sigma_t \xi` here and carry the previous step's noise there (both
+    have the law of :math:`x_t` given :math:`x_0 = y` on those coordinates).
+
+    Args:
+        pred: the prior's prediction (unconditional).
+        x: the starting points at ``grid[0]``, ``(B, *D)``.
+        grid: decreasing times ``(K + 1,)`` (noise first).
+        mask: ``(*D)`` with 1 on the known coordinates and 0 elsewhere (floating).
+        y: the known values ``(*D)`` (read where ``mask`` is 1).
+        resample: :math:`U \ge 1`, the passes through each block (1: no resampling).
+        jump: :math:`j \ge 1`, the steps per block (the jump length).
+        sampler: one step's sampler, called on two-point grids (default
+            :func:`gmbook.samplers.ddim` with ``eta=1``: ancestral sampling); ``options``
+            are passed to it.
+        generator: the noise's source (the step's noise, then the fresh noise of the known
+            coordinates, then the re-noising).
+        return_path: keep the states of the last pass at the grid times.
+
+    Returns:
+        A :class:`gmbook.samplers.SamplePath`; its ``nfe`` counts every pass:
+        :math:`U (K - 1) + 1` calls for a step of one call (a block shorter than ``jump`` at
+        the end is also run ``resample`` times).
+    """
+    pred = _check_pred("pred", pred)
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor (B, *D), got {describe(x)}")
+    _check_mask_y(mask, y)
+    if tuple(mask.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"mask and y must have the shape of one point {tuple(x.shape[1:])}, "
+                         f"got {tuple(mask.shape)}")
+    grid = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
+    if len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
+        raise ValueError("grid must hold at least 2 strictly decreasing times (noise first)")
+    resample = check_int("resample", resample)
+    jump = check_int("jump", jump)
+    generator = check_generator(generator)
+    if sampler is None:
+        sampler = samplers.ddim
+        options.setdefault("eta", 1.0)
+    if not callable(sampler):
+        raise TypeError(f"sampler must be a sampler of gmbook.samplers, got {describe(sampler)}")
+    path = pred.path
+    m, yy = mask.to(x), y.to(x)
+    times = grid.tolist()
+    steps = len(times) - 1
+    nfe, states, x0s = 0, [x], []
+
+    def one_step(x: Tensor, k: int) -> Tensor:
+        nonlocal nfe
+        out = sampler(pred, x, grid[k:k + 2], generator=generator, return_path=return_path,
+                      **options)
+        nfe += out.nfe
+        a, s = _time_coefficients(path, times[k + 1])
+        known = a * yy + s * randn(x.shape, like=x, generator=generator)
+        if return_path and out.x0_preds is not None:
+            x0s.append(out.x0_preds[0])
+        return m * known + (1 - m) * out.samples
+
+    # blocks of `jump` steps over the first K - 1 steps; the last step once
+    starts = list(range(0, steps - 1, jump))
+    for i in starts:
+        end = min(i + jump, steps - 1)
+        for u in range(resample):
+            mark = len(states), len(x0s)
+            for k in range(i, end):
+                x = one_step(x, k)
+                states.append(x)
+            if u < resample - 1:
+                x = renoise(path, x, times[end], times[i], generator=generator)
+                del states[mark[0]:], x0s[mark[1]:]
+    x = one_step(x, steps - 1)
+    states.append(x)
+    if not return_path:
+        return samplers.SamplePath(x, grid, nfe)
+    return samplers.SamplePath(x, grid, nfe, torch.stack(states),
+                               torch.stack(x0s) if len(x0s) == steps else None)
 
 
 def dps(pred: samplers.Prediction, A: Tensor, y: Tensor, noise_std: float, *,

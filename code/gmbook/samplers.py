@@ -1183,9 +1183,11 @@ def dopri5(pred: Prediction, x: Tensor, grid: Tensor, *, rtol: float = 1e-7,
 
 
 _MIXTURE_ROWS = 1024
-"""Rows per block in :func:`mixture_prediction`: its ``(rows, K)`` logits then stay in the
-CPU's cache (for 10 000 points and 1024 components about a third faster than one block of
-80 MB in float64; each row's numbers do not depend on the blocks)."""
+"""Rows per block in :func:`mixture_prediction` for 1024 components (blocks hold about
+``_MIXTURE_ROWS * 1024`` logits, at least ``_MIXTURE_ROWS`` rows): its ``(rows, K)`` logits
+then stay in the CPU's cache (for 10 000 points and 1024 components about a third faster
+than one block of 80 MB in float64; with few components, larger blocks save the per-block
+overhead; each row's numbers do not depend on the blocks)."""
 
 
 def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
@@ -1211,9 +1213,9 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     ``eq-sm-mixture-score`` of the noised mixture (Tweedie, ``eq-sm-tweedie``). Computed
     in float64 with a log-sum-exp (softmax) over the components and the squared distances
     expanded into one matrix product, so that no ``(B, K, D)`` tensor is formed, in blocks of
-    ``_MIXTURE_ROWS`` = 1024 points (about 13 ms of CPU per call for 2000 points and 1024
-    components on one thread of this book's CPU under load, less when it is idle; a second
-    thread does not help);
+    ``_MIXTURE_ROWS`` = 1024 points for 1024 components (more for fewer; about 13 ms of CPU
+    per call for 2000 points and 1024 components on one thread of this book's CPU under
+    load, less when it is idle; a second thread does not help);
     returned in the input's dtype. A batch of several times is handled one distinct time
     at a time (the samplers call it with one).
 
@@ -1251,10 +1253,12 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     log_w = (w / w.sum()).log()   # (K,), -inf for a zero weight
     mu2 = mu**2
 
+    rows = max(_MIXTURE_ROWS, _MIXTURE_ROWS * 1024 // k)   # rows per block
+
     def one_time(x: Tensor, a: float, s: float) -> Tensor:   # x (B, D) float64
-        if x.shape[0] > _MIXTURE_ROWS:  # in blocks of rows: the same numbers, faster
-            return torch.cat([one_time(x[i:i + _MIXTURE_ROWS], a, s)
-                              for i in range(0, x.shape[0], _MIXTURE_ROWS)])
+        if x.shape[0] > rows:  # in blocks of rows: the same numbers, faster
+            return torch.cat([one_time(x[i:i + rows], a, s)
+                              for i in range(0, x.shape[0], rows)])
         c = a * a * var + s * s                                # (K, D)
         if bool((c <= 0).any()):
             raise ValueError("a component has zero variance at this time (sigma_t = 0 and a "
