@@ -740,7 +740,10 @@ def repaint(pred: samplers.Prediction, x: Tensor, grid: Tensor, *, mask: Tensor,
     forward transition (:func:`renoise`, eq. ``eq-guid-renoise``) and the block is run
     again, ``resample`` times in all; the last step of the grid is run once (Lugmayr et
     al.'s Algorithm 1 is ``jump = 1`` on DDPM's steps, with ``sampler`` the ancestral step,
-    :func:`gmbook.samplers.ddim` with ``eta=1``). The re-noising lets the unknown
+    :func:`gmbook.samplers.ddim` with ``eta=1``; the blocks here start at the noisy end of
+    the grid, while the schedule of their released code aligns blocks of ``jump > 1`` at
+    :math:`t = 0` and runs the noisiest block once, so its call counts differ slightly for
+    ``jump > 1``). The re-noising lets the unknown
     coordinates, which see the observation only through the state, move towards it again.
 
     With ``resample = 1`` a step differs from :func:`replacement` run by the same

@@ -1187,7 +1187,9 @@ _MIXTURE_ROWS = 1024
 ``_MIXTURE_ROWS * 1024`` logits, at least ``_MIXTURE_ROWS`` rows): its ``(rows, K)`` logits
 then stay in the CPU's cache (for 10 000 points and 1024 components about a third faster
 than one block of 80 MB in float64; with few components, larger blocks save the per-block
-overhead; each row's numbers do not depend on the blocks)."""
+overhead). A batch is cut into equal blocks, each of more than half the maximum, so each
+row's numbers do not depend on the blocks; a whole batch of a few dozen points may take
+other BLAS kernels than a large one and differ from it in the last bit."""
 
 
 def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
@@ -1256,9 +1258,10 @@ def mixture_prediction(weights: Tensor, means: Tensor, variances: Tensor,
     rows = max(_MIXTURE_ROWS, _MIXTURE_ROWS * 1024 // k)   # rows per block
 
     def one_time(x: Tensor, a: float, s: float) -> Tensor:   # x (B, D) float64
-        if x.shape[0] > rows:  # in blocks of rows: the same numbers, faster
-            return torch.cat([one_time(x[i:i + rows], a, s)
-                              for i in range(0, x.shape[0], rows)])
+        if x.shape[0] > rows:  # in equal blocks of at most rows: the same numbers, faster
+            size = -(-x.shape[0] // -(-x.shape[0] // rows))   # no small last block
+            return torch.cat([one_time(x[i:i + size], a, s)
+                              for i in range(0, x.shape[0], size)])
         c = a * a * var + s * s                                # (K, D)
         if bool((c <= 0).any()):
             raise ValueError("a component has zero variance at this time (sigma_t = 0 and a "

@@ -257,6 +257,34 @@ def test_no_list_marker_inside_inline_math(doc):
                      f"operator to the end of the previous line: {bad}")
 
 
+def table_width_mismatches(markdown: str) -> list[tuple[int, int, int]]:
+    """``(line, header cells, delimiter cells)`` of every pipe table whose delimiter row
+    (``| --- | ... |``) has another number of cells than the header above it: markdown-it
+    then renders no table at all, only the raw pipes as a paragraph."""
+    lines = markdown.split("\n")
+    bad = []
+    for i, line in enumerate(lines[1:], start=1):
+        if re.match(r"^\|\s*:?-{3,}", line):
+            head, delim = (len(x.strip().strip("|").split("|")) for x in (lines[i - 1], line))
+            if head != delim:
+                bad.append((i + 1, head, delim))
+    return bad
+
+
+def test_table_width_checker_finds_a_mismatch():
+    """The checker itself: a 2-column header over a 3-cell delimiter row is found."""
+    assert table_width_mismatches("| a | b |\n| --- | --- | --- |\n| 1 | 2 |") == [(2, 2, 3)]
+    assert table_width_mismatches("| a | b |\n| --- | --- |\n| 1 | 2 |") == []
+
+
+@chapters
+def test_tables_have_as_many_delimiters_as_header_cells(doc):
+    """Every pipe table's delimiter row matches its header (otherwise it is not a table)."""
+    bad = table_width_mismatches(chapter(doc).markdown)
+    assert not bad, (f"{doc}: table delimiter rows of the wrong width "
+                     f"(line, header cells, delimiter cells): {bad}")
+
+
 @chapters
 def test_labelled_equation(doc):
     """At least one display equation written ``$$ ... $$ (label)``."""
