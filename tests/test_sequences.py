@@ -12,11 +12,11 @@ import torch
 
 from gmbook.sequences import (REGIMES, Binning, CausalTransformer, ContinuousAR,
                               MixtureDensityHead, MixtureParams, RegimeSwitching, TokenAR,
-                              binned_log_prob, restart_dead_codes,
+                              binned_log_prob,
                               codebook_usage, decoding_kl, decoding_log_probs, dwell_times,
                               from_windows, mixture_log_prob, mixture_sample,
                               sample_categorical, to_windows, vq_decode, vq_encode)
-from gmbook.vae import VQVAE
+from gmbook.vae import VQVAE, restart_dead_codes
 
 F64 = torch.float64
 
