@@ -868,7 +868,8 @@ class ContinuousAR(nn.Module):
         self.input_scale = check_positive("input_scale", input_scale)
         self.residual = check_bool("residual", residual)
         self.increments = check_bool("increments", increments)
-        self.transformer = CausalTransformer(in_dim=2 if self.increments else 1, d_model=d_model, heads=heads,
+        self.transformer = CausalTransformer(in_dim=2 if self.increments else 1,
+                                             d_model=d_model, heads=heads,
                                              layers=layers, max_len=max_len,
                                              positions=positions, classes=classes)
         self.head = MixtureDensityHead(d_model, components, min_scale=min_scale)
