@@ -851,8 +851,8 @@ class ContinuousAR(nn.Module):
         input_scale: the inputs are divided by it.
         residual: means relative to the previous value.
         increments: the input at position :math:`t` is the pair
-            :math:`(x_{t-1}, x_{t-1} - x_{t-2})` (the increment is 0 at the first two
-            steps), not :math:`x_{t-1}` alone: the network need not find the increments,
+            :math:`(x_{t-1}, x_{t-1} - x_{t-2})` (the increment is 0 at the first
+            step), not :math:`x_{t-1}` alone: the network need not find the increments,
             which tell the regimes apart, by attention.
         classes: per-step condition labels (0: none); then every method takes ``cond``
             ``(B, T)``, the label of each step (e.g. its regime), and models
@@ -1020,10 +1020,11 @@ class Binning:
     r"""A tokenizer of real values into ``bins`` intervals, with the density it implies.
 
     The edges :math:`e_0 < e_1 < \dots < e_V` are fitted on training data (:meth:`uniform`:
-    equal widths over a range; :meth:`quantile`: equal training mass per bin, as time-series
-    foundation models do). Token :math:`v` is the interval :math:`[e_v, e_{v+1})` for the
-    inner bins; the **outer bins are half-infinite**: token 0 is :math:`(-\infty, e_1)` and
-    token :math:`V-1` is :math:`[e_{V-1}, \infty)`, so every real value has a token.
+    equal widths over a range, as Chronos (Ansari et al., 2024) does after scaling;
+    :meth:`quantile`: equal training mass per bin). Token :math:`v` is the interval
+    :math:`[e_v, e_{v+1})` for the inner bins; the **outer bins are half-infinite**: token 0
+    is :math:`(-\infty, e_1)` and token :math:`V-1` is :math:`[e_{V-1}, \infty)`, so every
+    real value has a token.
 
     A token model gives probabilities :math:`P(v)`; the density it implies for a value is
     :math:`p(x) = P(v(x))\, q(x \mid v(x))` with the within-bin density
