@@ -12,11 +12,11 @@ import torch
 
 from gmbook.sequences import (REGIMES, Binning, CausalTransformer, ContinuousAR,
                               MixtureDensityHead, MixtureParams, RegimeSwitching, TokenAR,
-                              binned_log_prob, restart_dead_codes,
+                              binned_log_prob,
                               codebook_usage, decoding_kl, decoding_log_probs, dwell_times,
                               from_windows, mixture_log_prob, mixture_sample,
                               sample_categorical, to_windows, vq_decode, vq_encode)
-from gmbook.vae import VQVAE
+from gmbook.vae import VQVAE, restart_dead_codes
 
 F64 = torch.float64
 
@@ -61,9 +61,9 @@ def path_log_joints(params: dict, x: torch.Tensor, paths: torch.Tensor) -> torch
 
 
 def test_forward_algorithm_matches_enumeration_of_all_regime_paths():
-    """[eq-seq-forward] log p(x_{1:T}) by the forward algorithm equals the log of the sum of
-    p(x, s) over all 3^5 = 243 regime paths, to 1e-10, for a process with a non-stationary
-    start, a zero transition and two-component regimes."""
+    """[eq-seq-forward] [thm-seq-forward] log p(x_{1:T}) by the forward algorithm equals the log of
+    the sum of p(x, s) over all 3^5 = 243 regime paths, to 1e-10, for a process with a
+    non-stationary start, a zero transition and two-component regimes."""
     proc = RegimeSwitching(**ODD)
     x = proc.sample(4, 5, generator=gen(1), return_regimes=False, dtype=F64)
     paths = torch.tensor(list(itertools.product(range(3), repeat=5)))
@@ -74,8 +74,8 @@ def test_forward_algorithm_matches_enumeration_of_all_regime_paths():
 
 
 def test_posterior_sums_to_one_and_matches_enumeration():
-    """[eq-seq-forward-backward] The forward-backward regime posterior p(s_t = k | x_{1:T})
-    sums to one over k and equals the enumerated marginal sum_{s: s_t = k} p(x, s) / p(x)
+    """[eq-seq-forward-backward] [thm-seq-forward] The forward-backward regime posterior p(s_t = k |
+    x_{1:T}) sums to one over k and equals the enumerated marginal sum_{s: s_t = k} p(x, s) / p(x)
     to 1e-10."""
     proc = RegimeSwitching(**ODD)
     x = proc.sample(3, 4, generator=gen(2), return_regimes=False, dtype=F64)
@@ -113,12 +113,12 @@ def test_samples_follow_the_density_and_the_regime_law():
 
 
 def test_dwell_time_law_matches_simulation():
-    """[eq-seq-dwell] The complete runs of each regime in 200 000 simulated steps have the
-    geometric law P(D = d) = (1 - A_kk) A_kk^(d-1): the mean dwell 1 / (1 - A_kk) (20, 20,
-    8.3) within 4 standard errors (about 1.1 steps for the long regimes; A_kk / (1 - A_kk)
-    would miss by 1), and P(D = 1), ..., P(D = 4) within 4 binomial standard errors. The
-    sequences are long (10 000 steps): leaving out the censored runs at the ends of short
-    sequences biases the mean down (by 1.3 steps at 400 steps per sequence)."""
+    """[eq-seq-dwell] [prop-seq-dwell] The complete runs of each regime in 200 000 simulated steps
+    have the geometric law P(D = d) = (1 - A_kk) A_kk^(d-1): the mean dwell 1 / (1 - A_kk) (20, 20,
+    8.3) within 4 standard errors (about 1.1 steps for the long regimes; A_kk / (1 - A_kk) would
+    miss by 1), and P(D = 1), ..., P(D = 4) within 4 binomial standard errors. The sequences are
+    long (10 000 steps): leaving out the censored runs at the ends of short sequences biases the
+    mean down (by 1.3 steps at 400 steps per sequence)."""
     proc = RegimeSwitching()
     _, s = proc.sample(20, 10_000, generator=gen(5))
     runs = dwell_times(s, 3)
@@ -147,10 +147,10 @@ def test_dwell_times_counts_runs_and_leaves_censored_ones_out():
 
 
 def test_floor_is_the_exact_nll_and_beats_a_wrong_model():
-    """[eq-seq-floor] The floor is the mean exact NLL per step; a process with other
-    parameters has a higher NLL on the same sequences (Gibbs' inequality); the forward
-    algorithm in log space stays finite over 3000 steps (in probability space it would
-    underflow near step 700 at this NLL)."""
+    """[eq-seq-floor] [prop-seq-floor] The floor is the mean exact NLL per step; a process with
+    other parameters has a higher NLL on the same sequences (Gibbs' inequality); the forward
+    algorithm in log space stays finite over 3000 steps (in probability space it would underflow
+    near step 700 at this NLL)."""
     proc = RegimeSwitching()
     fl = proc.floor(32, n=500, generator=gen(6))
     x = proc.sample(500, 32, generator=gen(6), return_regimes=False, dtype=F64)
@@ -191,8 +191,8 @@ def test_process_argument_checks():
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
 def test_causal_mask_continuous_by_autograd(positions):
-    """[eq-seq-attention] Output t depends on inputs u <= t only: the Jacobian of every
-    output of a random two-layer transformer with respect to a later input is exactly zero,
+    """[eq-seq-attention] [prop-seq-causal] Output t depends on inputs u <= t only: the Jacobian of
+    every output of a random two-layer transformer with respect to a later input is exactly zero,
     and with respect to the current and earlier inputs it is not."""
     net = CausalTransformer(in_dim=1, d_model=16, heads=4, layers=2, positions=positions)
     x = torch.randn(1, 7, dtype=torch.float32)
@@ -334,8 +334,8 @@ def test_temperature_identity_and_power():
 
 
 def test_decoding_kl_is_nonnegative_zero_at_identity_and_minus_log_mass():
-    """[eq-seq-decoding-kl] KL(q || p) >= 0, = 0 for the identity, = -log p(S) after a
-    truncation to S (top-k = 2 on P5: -log 0.7), and grows as the temperature leaves 1."""
+    """[eq-seq-decoding-kl] [prop-seq-decoding] KL(q || p) >= 0, = 0 for the identity, = -log p(S)
+    after a truncation to S (top-k = 2 on P5: -log 0.7), and grows as the temperature leaves 1."""
     logits = 2 * torch.randn(50, 8, dtype=F64)
     assert decoding_kl(logits).abs().max() < 1e-12
     for kw in (dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_p=0.7),
@@ -374,10 +374,10 @@ def test_decoding_argument_checks():
 
 @pytest.mark.parametrize("kind", ["uniform", "quantile"])
 def test_binned_density_integrates_to_one(kind):
-    """[eq-seq-binned-density] The density a token model implies, P(v(x)) q(x | v(x)) with
-    uniform inner bins and exponential outer tails, integrates to one over the real line
-    (to 1e-4, by quadrature with nodes at the edges); without the division by the bin width
-    it would integrate to the mean width (far from 1)."""
+    """[eq-seq-binned-density] [prop-seq-binned] The density a token model implies, P(v(x)) q(x |
+    v(x)) with uniform inner bins and exponential outer tails, integrates to one over the real line
+    (to 1e-4, by quadrature with nodes at the edges); without the division by the bin width it would
+    integrate to the mean width (far from 1)."""
     x = RegimeSwitching().sample(200, 32, generator=gen(10), return_regimes=False)
     b = getattr(Binning, kind)(x, 16)
     token_lp = torch.randn(16, dtype=F64).log_softmax(0)

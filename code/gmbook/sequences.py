@@ -33,7 +33,7 @@ transformer. This module holds, in the order of the chapter:
   :func:`to_windows` / :func:`from_windows` and :func:`vq_encode` / :func:`vq_decode`, which
   turn a series into the tokens of a :class:`gmbook.vae.VQVAE` over windows, and
   :func:`codebook_usage`, measured over a whole epoch of tokens, and
-  :func:`restart_dead_codes` against codebook collapse;
+  :func:`gmbook.vae.restart_dead_codes` against codebook collapse;
 - **decoding**: :func:`decoding_log_probs` (temperature, top-k, top-p: eqs.
   ``eq-seq-temperature``, ``eq-seq-top-k``, ``eq-seq-top-p``), :func:`decoding_kl`, the KL
   of the transformed distribution to the model's (eq. ``eq-seq-decoding-kl``), and
@@ -65,6 +65,7 @@ from gmbook._checks import (check_bool, check_float_tensor, check_generator, che
 from gmbook._random import rand, randn
 from gmbook.metrics import Estimate
 from gmbook.nets import SinusoidalEmbedding
+from gmbook.vae import restart_dead_codes  # noqa: F401 (documented here, lives in vae)
 
 __all__ = [
     "REGIMES",
@@ -84,7 +85,6 @@ __all__ = [
     "from_windows",
     "mixture_log_prob",
     "mixture_sample",
-    "restart_dead_codes",
     "sample_categorical",
     "to_windows",
     "vq_decode",
@@ -851,8 +851,8 @@ class ContinuousAR(nn.Module):
         input_scale: the inputs are divided by it.
         residual: means relative to the previous value.
         increments: the input at position :math:`t` is the pair
-            :math:`(x_{t-1}, x_{t-1} - x_{t-2})` (the increment is 0 at the first two
-            steps), not :math:`x_{t-1}` alone: the network need not find the increments,
+            :math:`(x_{t-1}, x_{t-1} - x_{t-2})` (the increment is 0 at the first
+            step), not :math:`x_{t-1}` alone: the network need not find the increments,
             which tell the regimes apart, by attention.
         classes: per-step condition labels (0: none); then every method takes ``cond``
             ``(B, T)``, the label of each step (e.g. its regime), and models
@@ -868,7 +868,8 @@ class ContinuousAR(nn.Module):
         self.input_scale = check_positive("input_scale", input_scale)
         self.residual = check_bool("residual", residual)
         self.increments = check_bool("increments", increments)
-        self.transformer = CausalTransformer(in_dim=2 if self.increments else 1, d_model=d_model, heads=heads,
+        self.transformer = CausalTransformer(in_dim=2 if self.increments else 1,
+                                             d_model=d_model, heads=heads,
                                              layers=layers, max_len=max_len,
                                              positions=positions, classes=classes)
         self.head = MixtureDensityHead(d_model, components, min_scale=min_scale)
@@ -1019,10 +1020,11 @@ class Binning:
     r"""A tokenizer of real values into ``bins`` intervals, with the density it implies.
 
     The edges :math:`e_0 < e_1 < \dots < e_V` are fitted on training data (:meth:`uniform`:
-    equal widths over a range; :meth:`quantile`: equal training mass per bin, as time-series
-    foundation models do). Token :math:`v` is the interval :math:`[e_v, e_{v+1})` for the
-    inner bins; the **outer bins are half-infinite**: token 0 is :math:`(-\infty, e_1)` and
-    token :math:`V-1` is :math:`[e_{V-1}, \infty)`, so every real value has a token.
+    equal widths over a range, as Chronos (Ansari et al., 2024) does after scaling;
+    :meth:`quantile`: equal training mass per bin). Token :math:`v` is the interval
+    :math:`[e_v, e_{v+1})` for the inner bins; the **outer bins are half-infinite**: token 0
+    is :math:`(-\infty, e_1)` and token :math:`V-1` is :math:`[e_{V-1}, \infty)`, so every
+    real value has a token.
 
     A token model gives probabilities :math:`P(v)`; the density it implies for a value is
     :math:`p(x) = P(v(x))\, q(x \mid v(x))` with the within-bin density
@@ -1233,38 +1235,6 @@ def _vq_window(vq: nn.Module) -> int:
         raise TypeError(f"vq must be a gmbook.vae.VQVAE of windows (shape=(size,)), got "
                         f"{type(vq).__name__}")
     return shape[0]
-
-
-@torch.no_grad()
-def restart_dead_codes(vq: nn.Module, x: Tensor, *,
-                       generator: torch.Generator | None = None) -> int:
-    r"""Move every code of a :class:`gmbook.vae.VQVAE` that no vector of ``x`` uses to an
-    encoder output of ``x`` drawn at random (without replacement): the usual remedy against
-    codebook collapse (dead codes get no gradient from the codebook loss and never move),
-    called every few hundred steps during training (e.g. from the ``callback`` of
-    :func:`gmbook.train.fit`).
-
-    Args:
-        vq: the VQ-VAE.
-        x: data ``(B, *D)`` (windows for a series tokenizer), at least as many encoder outputs
-            as dead codes.
-        generator: source of randomness.
-
-    Returns:
-        The number of codes restarted.
-    """
-    if not hasattr(vq, "quantizer") or not hasattr(vq, "_z_e"):
-        raise TypeError(f"vq must be a gmbook.vae.VQVAE, got {type(vq).__name__}")
-    generator = check_generator(generator)
-    z = vq._z_e(x).reshape(-1, vq.quantizer.code_dim)  # (N, d)
-    used = torch.bincount(vq.quantizer.nearest(z).flatten(), minlength=vq.quantizer.codes) > 0
-    dead = torch.nonzero(~used).flatten()
-    if len(dead):
-        if len(dead) > z.shape[0]:
-            raise ValueError(f"x gives {z.shape[0]} encoder outputs for {len(dead)} dead codes")
-        pick = torch.randperm(z.shape[0], generator=generator, device="cpu")[:len(dead)]
-        vq.quantizer.codebook[dead] = z[pick.to(z.device)]
-    return len(dead)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,6 +66,7 @@ __all__ = [
     "log_marginal_quadrature",
     "optimize_posteriors",
     "rate_split",
+    "restart_dead_codes",
     "reconstruction_gradients",
 ]
 
@@ -1089,3 +1090,35 @@ class VQVAE(nn.Module):
         probs = torch.softmax(self.prior_logits, dim=1)  # (M, K)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator).T  # (n, M)
         return self.decode(idx.contiguous())
+
+
+@torch.no_grad()
+def restart_dead_codes(vq: nn.Module, x: Tensor, *,
+                       generator: torch.Generator | None = None) -> int:
+    r"""Move every code of a :class:`VQVAE` that no vector of ``x`` uses to an
+    encoder output of ``x`` drawn at random (without replacement): the usual remedy against
+    codebook collapse (dead codes get no gradient from the codebook loss and never move),
+    called every few hundred steps during training (e.g. from the ``callback`` of
+    :func:`gmbook.train.fit`).
+
+    Args:
+        vq: the VQ-VAE.
+        x: data ``(B, *D)`` (windows for a series tokenizer), at least as many encoder outputs
+            as dead codes.
+        generator: source of randomness.
+
+    Returns:
+        The number of codes restarted.
+    """
+    if not hasattr(vq, "quantizer") or not hasattr(vq, "_z_e"):
+        raise TypeError(f"vq must be a gmbook.vae.VQVAE, got {type(vq).__name__}")
+    generator = check_generator(generator)
+    z = vq._z_e(x).reshape(-1, vq.quantizer.code_dim)  # (N, d)
+    used = torch.bincount(vq.quantizer.nearest(z).flatten(), minlength=vq.quantizer.codes) > 0
+    dead = torch.nonzero(~used).flatten()
+    if len(dead):
+        if len(dead) > z.shape[0]:
+            raise ValueError(f"x gives {z.shape[0]} encoder outputs for {len(dead)} dead codes")
+        pick = torch.randperm(z.shape[0], generator=generator, device="cpu")[:len(dead)]
+        vq.quantizer.codebook[dead] = z[pick.to(z.device)]
+    return len(dead)

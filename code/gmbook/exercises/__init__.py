@@ -264,6 +264,24 @@ Checkers of the chapter *Generative adversarial networks*:
                            :func:`gmbook.gans.power_iteration`)
 =========================  =============================================================
 
+Checkers of the chapter *Autoregressive models and sequences*:
+
+======================  ================================================================
+``hmm_log_likelihood``  ``fn(log_pi, log_A, log_e) -> log_p``, the log-likelihood
+                        :math:`\log p(x_{1:T})` of a hidden Markov model by the forward
+                        algorithm in log space (eq. ``eq-seq-forward``), from the log
+                        initial law ``log_pi`` ``(K,)``, the log transition matrix
+                        ``log_A`` ``(K, K)`` (row: from, column: to) and the log
+                        emission densities ``log_e`` ``(B, T, K)``, :math:`\log e_t(k) =
+                        \log p(x_t \mid s_t = k, x_{t-1})`; returns ``(B,)``
+``top_p_filter``        ``fn(logits, top_p) -> log_q``, the log-probabilities of nucleus
+                        (top-p) sampling, eq. ``eq-seq-top-p``: keep the smallest set of
+                        most probable tokens whose probability reaches ``top_p``,
+                        renormalise, and give the others ``-inf``; ``logits`` ``(B,
+                        V)``, result ``(B, V)``
+                        (:func:`gmbook.sequences.decoding_log_probs`)
+======================  ================================================================
+
 Checkers of Appendix A, *Probability theory*:
 
 ========================  ==============================================================
@@ -346,6 +364,7 @@ from gmbook.exercises import (  # noqa: E402, F401  isort: skip
     sampling,
     score,
     sde,
+    sequences,
     stochastic,
     vae,
 )
@@ -400,7 +419,7 @@ def checker_table() -> str:
 
 _CHAPTER_ORDER = ["problem", "densities", "sampling", "ebm", "evaluation", "vae", "flows",
                   "cnf", "score", "ddpm", "sde", "guidance", "flow_matching", "few_step",
-                  "gans", "probability", "stochastic"]
+                  "gans", "sequences", "probability", "stochastic"]
 
 __all__ = [
     "Case",
