@@ -209,9 +209,9 @@ def test_sampling_only_and_broken_entries(tmp_path, capsys):
 
 
 def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
-    """Smoke test of every registered entry of the 2-D toys (``make bench`` would otherwise break silently
-    on an API change): training capped at 3 optimization steps (3 EM iterations, 3 GAN
-    updates), small training sets, 64 scored points, one repeat."""
+    """Smoke test of every registered entry of the 2-D toys (``make bench`` would otherwise
+    break silently on an API change): training capped at 3 optimization steps (3 EM
+    iterations, 3 GAN updates), small training sets, 64 scored points, one repeat."""
     from benchmarks import run as run_module
 
     load_entries()
