@@ -5,6 +5,11 @@ where the book derives it (``chapter``). Training returns a :class:`TrainedModel
 object that can ``sample(n, *, generator)``, says how many network evaluations one sample
 costs (``nfe``), and, where the density is tractable, has an exact ``log_prob(x)``.
 
+Entries belong to a **track** (:data:`TRACKS`): ``"toys"``, the 2-D toys of
+:mod:`benchmarks.run` (the default), or ``"sequences"``, the regime-switching sequences of
+:mod:`benchmarks.run_sequences`, whose ``train(process, length, generator)`` returns a model
+that samples ``(n, length)`` sequences (see :class:`Entry`).
+
 A chapter registers its entry in a module of this folder, e.g. ``benchmarks/ddpm.py``,
 which :func:`load_entries` imports:
 
@@ -32,13 +37,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from gmbook.data import Toy2D
 
 __all__ = [
     "ENTRIES",
+    "TRACKS",
     "Entry",
     "Trained",
     "TrainedModel",
+    "entries_of",
     "load_entries",
     "register",
     "seed_from",
@@ -72,9 +78,11 @@ class Trained:
 
     Attributes:
         sample: ``sample(n, *, generator=None) -> (n, 2)``, e.g. a gmbook model's bound
-            method ``model.sample``.
-        nfe: network evaluations per sample.
-        log_prob: ``log_prob(x) -> (B,)``, the exact log-density, or ``None``.
+            method ``model.sample`` (on the sequence track:
+            ``sample(n, length, *, generator=None) -> (n, length)``).
+        nfe: network evaluations per sample (on the sequence track: per sequence).
+        log_prob: ``log_prob(x) -> (B,)``, the exact log-density, or ``None`` (on the
+            sequence track: of sequences ``(B, T)``, in nats).
         n_train: the number of training points used, for the record (optional).
     """
 
@@ -97,15 +105,21 @@ class Entry:
         train: ``train(dataset, generator) -> TrainedModel``. It draws its own training
             points from ``dataset`` (a :class:`gmbook.data.Toy2D`) with ``generator`` and
             takes every other random number from it too (or from the global RNG, which
-            the runner forks and seeds around the call).
+            the runner forks and seeds around the call). On the sequence track,
+            ``train(process, length, generator)``: ``process`` is a
+            :class:`gmbook.sequences.RegimeSwitching`, ``length`` the steps per sequence,
+            and the result samples ``(n, length)`` sequences and, if it has one, gives
+            their exact ``log_prob`` in nats.
         description: one line saying what is trained and how (for the tables).
+        track: ``"toys"`` (default) or ``"sequences"`` (:data:`TRACKS`).
     """
 
     name: str
     family: str
     chapter: str
-    train: Callable[[Toy2D, torch.Generator], TrainedModel]
+    train: Callable[..., TrainedModel]
     description: str = ""
+    track: str = "toys"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -114,6 +128,13 @@ class Entry:
             )
         if not callable(self.train):
             raise TypeError(f"Entry.train must be callable, got {type(self.train).__name__}")
+        if self.track not in TRACKS:
+            raise ValueError(f"Entry.track must be one of {', '.join(TRACKS)}, got "
+                             f"{self.track!r}")
+
+
+TRACKS = ("toys", "sequences")
+"""The benchmark's tracks: the 2-D toys and the regime-switching sequences."""
 
 
 ENTRIES: dict[str, Entry] = {}
@@ -148,7 +169,18 @@ def register(
     return entry
 
 
-_INFRASTRUCTURE = {"registry", "run", "__main__"}
+def entries_of(track: str) -> dict[str, Entry]:
+    r"""The registered entries of one track (:data:`TRACKS`), by name, in registration order.
+
+    Raises:
+        ValueError: for an unknown track.
+    """
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; choose from {', '.join(TRACKS)}")
+    return {name: e for name, e in ENTRIES.items() if e.track == track}
+
+
+_INFRASTRUCTURE = {"registry", "run", "run_sequences", "__main__"}
 
 
 def load_entries() -> dict[str, Entry]:

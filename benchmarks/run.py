@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmarks.registry import Entry, TrainedModel, load_entries
+from benchmarks.registry import TRACKS, Entry, TrainedModel, entries_of, load_entries
 from gmbook import metrics
 from gmbook.data import TOYS, Toy2D, toy
 
@@ -316,25 +316,35 @@ def to_markdown(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def _parser(entries: Sequence[str]) -> argparse.ArgumentParser:
+def _parser(entries: Sequence[str], sequence_entries: Sequence[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Train every registered model family on 2-D toys and record training "
         "time, sampling time, NFE, scorecard ratios and held-out NLL "
-        "(JSON and Markdown). A benchmark, not a test: timings vary by machine.",
+        "(JSON and Markdown). A benchmark, not a test: timings vary by machine. "
+        "With --track sequences: the sequence models on the regime-switching process, "
+        "NLL per step against its exact floor (see benchmarks/README.md).",
     )
-    p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), metavar="NAME",
+    p.add_argument("--track", choices=TRACKS, default="toys",
+                   help="toys: the 2-D toys (default); sequences: the data set 'regimes' "
+                   "(gmbook.sequences.RegimeSwitching, 64 steps per sequence), whose floor is "
+                   "the exact NLL by the forward algorithm, written to sequences.json and "
+                   f"sequences.md (entries: {' '.join(sequence_entries)}; --datasets, --n and "
+                   "--repeats belong to the toys)")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                    help=f"2-D toys (default: {' '.join(DEFAULT_DATASETS)}; "
                    f"choices: {' '.join(TOYS)})")
     p.add_argument("--entries", nargs="+", default=None, metavar="NAME",
-                   help=f"entries to run (default: all; choices: {' '.join(entries)})")
-    p.add_argument("--n", type=int, default=2000, help="scorecard sample size (default 2000)")
-    p.add_argument("--repeats", type=int, default=5,
+                   help="entries to run (default: all of the track; choices on the toys: "
+                   f"{' '.join(entries)})")
+    p.add_argument("--n", type=int, default=None,
+                   help="scorecard sample size (default 2000)")
+    p.add_argument("--repeats", type=int, default=None,
                    help="scorecard repeats, for the spreads (default 5)")
     p.add_argument("--seed", type=int, default=0, help="the one seed of everything (default 0)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="output folder for results.json and results.md "
-                   "(default: benchmarks/results)")
+                   help="output folder for results.json and results.md, or sequences.json "
+                   "and sequences.md (default: benchmarks/results)")
     return p
 
 
@@ -349,11 +359,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     r"""Run the benchmark from the command line; return the exit status.
 
     Exit status 0 when every (entry, data set) pair ran, 1 when one failed (its error is
-    printed and recorded; the others still run), 2 for a bad argument.
+    printed and recorded; the others still run), 2 for a bad argument. ``--track
+    sequences`` runs :func:`benchmarks.run_sequences.run_track` instead.
     """
-    registry = load_entries()
-    parser = _parser(list(registry))
+    load_entries()
+    registry, sequences = entries_of("toys"), entries_of("sequences")
+    parser = _parser(list(registry), list(sequences))
     args = parser.parse_args(argv)
+    if args.track == "sequences":
+        given = [f"--{k}" for k in ("datasets", "n", "repeats") if getattr(args, k) is not None]
+        if given:
+            parser.error(f"{', '.join(given)}: options of the toys track, not of --track "
+                         "sequences (its data set is 'regimes')")
+        entry_names = list(sequences) if args.entries is None else args.entries
+        _unknown(parser, "sequence entry", entry_names, list(sequences))
+        from benchmarks.run_sequences import run_track
+
+        return run_track(list(dict.fromkeys(entry_names)), seed=args.seed, out=args.out)
+    args.datasets = list(DEFAULT_DATASETS) if args.datasets is None else args.datasets
+    args.n = 2000 if args.n is None else args.n
+    args.repeats = 5 if args.repeats is None else args.repeats
     entry_names = list(registry) if args.entries is None else args.entries
     _unknown(parser, "entry", entry_names, list(registry))
     _unknown(parser, "dataset", args.datasets, list(TOYS))

@@ -21,10 +21,12 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
     sys.path.insert(0, str(REPO))
 
 from benchmarks import baselines  # noqa: E402
-from benchmarks.registry import ENTRIES, Entry, Trained, load_entries, register  # noqa: E402
-from benchmarks.run import main, to_markdown  # noqa: E402
+from benchmarks.registry import (ENTRIES, Entry, Trained, entries_of, load_entries,  # noqa: E402
+                                 register)
+from benchmarks.run import main, make_generator, to_markdown  # noqa: E402
 from gmbook.data import toy  # noqa: E402
 from gmbook.metrics import FLOOR_REPEATS  # noqa: E402
+from gmbook.sequences import REGIMES, RegimeSwitching  # noqa: E402
 
 BASELINES = ("gaussian", "gaussian_mixture")
 RECORD_KEYS = {
@@ -62,6 +64,11 @@ def test_registry_has_both_baselines_with_unique_names():
     with pytest.raises(ValueError, match="already registered"):
         register(Entry(name="gaussian", family="x", chapter="book/x.md",
                        train=lambda ds, g: None))
+    with pytest.raises(ValueError, match="track"):
+        Entry(name="x", family="x", chapter="book/x.md", train=lambda ds, g: None, track="3d")
+    # every entry is on exactly one track; the default track is the 2-D toys
+    assert set(entries_of("toys")) | set(entries_of("sequences")) == set(entries)
+    assert set(BASELINES) <= set(entries_of("toys"))
 
 
 def test_register_decorator_returns_the_function():
@@ -202,10 +209,30 @@ def test_sampling_only_and_broken_entries(tmp_path, capsys):
 
 
 def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
-    """Smoke test of every registered entry (``make bench`` would otherwise break silently
-    on an API change): training capped at 3 optimization steps (3 EM iterations, 3 GAN
-    updates), small training sets, 64 scored points, one repeat."""
+    """Smoke test of every registered entry of the 2-D toys (``make bench`` would otherwise
+    break silently on an API change): training capped at 3 optimization steps (3 EM
+    iterations, 3 GAN updates), small training sets, 64 scored points, one repeat."""
     from benchmarks import run as run_module
+
+    load_entries()
+    _cap_training(monkeypatch)
+    entries = entries_of("toys")
+    monkeypatch.setattr(run_module, "N_TEST", 256)
+    monkeypatch.setattr(run_module, "SAMPLE_SIZE", 64)
+    monkeypatch.setattr(run_module, "SAMPLE_RUNS", 1)
+    status = main(["--datasets", "two_moons", "--entries", *sorted(entries), "--n", "64",
+                   "--repeats", "1", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "results.json").read_text())
+    errors = {r["entry"]: r.get("error") for r in report["results"] if r.get("error")}
+    assert status == 0 and not errors, f"entries that fail to run: {errors}"
+    assert {r["entry"] for r in report["results"]} == set(entries)
+    assert "ncsn" in entries, "the score chapter's NCSN is registered"
+    assert "gan_r1" in entries, "the GAN chapter's recipe is registered"
+
+
+def _cap_training(monkeypatch):
+    """Cap every registered entry's training: ``fit`` and ``train_gan`` at 3 steps,
+    ``fit_em`` at 3 iterations, and small training sets (see ``benchmarks/README.md``)."""
     from gmbook import train as train_module
 
     real_fit = train_module.fit
@@ -243,14 +270,126 @@ def test_every_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
         for constant, value in small.items():
             if isinstance(getattr(module, constant, None), int):
                 monkeypatch.setattr(module, constant, value)
-    monkeypatch.setattr(run_module, "N_TEST", 256)
-    monkeypatch.setattr(run_module, "SAMPLE_SIZE", 64)
-    monkeypatch.setattr(run_module, "SAMPLE_RUNS", 1)
-    status = main(["--datasets", "two_moons", "--entries", *sorted(entries), "--n", "64",
-                   "--repeats", "1", "--out", str(tmp_path)])
-    report = json.loads((tmp_path / "results.json").read_text())
+
+
+# --------------------------------------------------------------------------- sequence track
+
+
+def _tiny_sequence_track(monkeypatch, *, length=16, n_test=64, n_generated=32):
+    from benchmarks import run_sequences
+
+    monkeypatch.setattr(run_sequences, "LENGTH", length)
+    monkeypatch.setattr(run_sequences, "N_TEST", n_test)
+    monkeypatch.setattr(run_sequences, "N_GENERATED", n_generated)
+    monkeypatch.setattr(run_sequences, "WARMUP_SEQUENCES", 2)
+
+
+def test_every_sequence_entry_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
+    """Smoke test of every entry of the sequence track: 3 training steps on 512 sequences of
+    16 steps, 64 test sequences, 32 generated; the records and the table are complete."""
+    load_entries()
+    _cap_training(monkeypatch)
+    _tiny_sequence_track(monkeypatch)
+    entries = entries_of("sequences")
+    assert {"continuous_ar", "binned_ar"} <= set(entries)
+    for entry in entries.values():
+        assert entry.chapter == "book/beyond/sequences.md"
+    status = main(["--track", "sequences", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "sequences.json").read_text())
     errors = {r["entry"]: r.get("error") for r in report["results"] if r.get("error")}
     assert status == 0 and not errors, f"entries that fail to run: {errors}"
-    assert {r["entry"] for r in report["results"]} == set(entries)
-    assert "ncsn" in entries, "the score chapter's NCSN is registered"
-    assert "gan_r1" in entries, "the GAN chapter's recipe is registered"
+    assert [r["entry"] for r in report["results"]] == list(entries)
+    assert report["settings"]["length"] == 16 and report["settings"]["n_test"] == 64
+    for rec in report["results"]:
+        assert rec["train_seconds"] > 0 and rec["sample_seconds_per_1000"] > 0
+        assert rec["n_generated"] == 32 and rec["n_nonfinite"] == 0
+        for key in ("nll", "gap", "samples_exact_nll"):
+            assert math.isfinite(rec[key]["mean"]) and rec[key]["se"] > 0
+        assert sum(rec["shares"][name]["mean"] for name in REGIMES) == pytest.approx(1)
+    markdown = (tmp_path / "sequences.md").read_text()
+    assert "## regimes" in markdown and "| exact process (test set) |" in markdown
+    assert "| continuous_ar |" in markdown and "| binned_ar |" in markdown
+    assert not (tmp_path / "results.json").exists()  # the 2-D track's files are not touched
+    from benchmarks.run_sequences import to_markdown as sequences_markdown
+
+    assert sequences_markdown(report) == markdown  # rendered from the JSON alone
+
+
+def test_sequence_floor_is_the_exact_nll_and_the_gap_is_paired(tmp_path, monkeypatch):
+    """The floor is the forward algorithm's NLL per step of the test set ([eq-seq-forward],
+    [eq-seq-floor]); the gap is paired. An entry that *is* the process has NLL = floor and
+    gap exactly 0; one whose log-density is the exact one minus 0.1 nats per step has gap
+    exactly 0.1 with a zero standard error (unpaired, the difference of two means would
+    carry the NLL's spread); the process's own samples have the test set's regime shares
+    and exact NLL within noise. A broken entry is reported and the others run."""
+    process = RegimeSwitching()
+    shift = 0.1
+
+    def sampler(n, length, *, generator=None):
+        return process.sample(n, length, generator=generator, return_regimes=False)
+
+    @register(name="process_for_test", family="x", chapter="book/x.md", track="sequences")
+    def train_exact(proc, length, generator):
+        return Trained(sample=sampler, nfe=0, log_prob=proc.log_prob)
+
+    @register(name="shifted_for_test", family="x", chapter="book/x.md", track="sequences")
+    def train_shifted(proc, length, generator):
+        return Trained(sample=sampler, nfe=0,
+                       log_prob=lambda x: proc.log_prob(x) - shift * x.shape[1])
+
+    @register(name="broken_seq_for_test", family="x", chapter="book/x.md", track="sequences")
+    def train_broken(proc, length, generator):
+        raise RuntimeError("this sequence entry is broken on purpose")
+
+    n_test, length = 400, 24
+    _tiny_sequence_track(monkeypatch, length=length, n_test=n_test, n_generated=400)
+    try:
+        status = main(["--track", "sequences", "--entries", "process_for_test",
+                       "broken_seq_for_test", "shifted_for_test", "--seed", "3",
+                       "--out", str(tmp_path)])
+    finally:
+        for name in ("process_for_test", "shifted_for_test", "broken_seq_for_test"):
+            ENTRIES.pop(name, None)
+    assert status == 1
+    report = json.loads((tmp_path / "sequences.json").read_text())
+    assert _record(report, "broken_seq_for_test", "regimes")["error"]["type"] == "RuntimeError"
+
+    # the floor: the exact NLL of the test set drawn from the derived generator
+    x_test = process.sample(n_test, length, generator=make_generator(3, "regimes", "test"),
+                            return_regimes=False)
+    exact = process.nll_per_step(x_test)
+    floor = report["dataset"]["floor"]
+    assert floor["n"] == n_test
+    assert floor["mean"] == pytest.approx(float(exact.mean()), rel=1e-12)
+    assert floor["se"] == pytest.approx(float(exact.std()) / math.sqrt(n_test), rel=1e-9)
+
+    same, shifted = (_record(report, e, "regimes") for e in ("process_for_test",
+                                                               "shifted_for_test"))
+    assert same["nll"]["mean"] == pytest.approx(floor["mean"], rel=1e-12)
+    assert abs(same["gap"]["mean"]) < 1e-12 and same["gap"]["se"] < 1e-12
+    assert shifted["gap"]["mean"] == pytest.approx(shift, abs=1e-9)
+    assert shifted["gap"]["se"] < 1e-9 < 0.01 < shifted["nll"]["se"]
+
+    # the process's own samples: regime shares and exact NLL within 4 standard errors
+    for name in REGIMES:
+        a, b = same["shares"][name], report["dataset"]["shares"][name]
+        assert abs(a["mean"] - b["mean"]) < 4 * math.hypot(a["se"], b["se"]), name
+    a = same["samples_exact_nll"]
+    assert abs(a["mean"] - floor["mean"]) < 4 * math.hypot(a["se"], floor["se"])
+    markdown = (tmp_path / "sequences.md").read_text()
+    assert "| broken_seq_for_test | failed: RuntimeError |" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--track", "sequences", "--datasets", "two_moons"], "--datasets: options of the toys"),
+     (["--track", "sequences", "--n", "100"], "--n: options of the toys"),
+     (["--track", "sequences", "--entries", "gaussian"], "unknown sequence entry 'gaussian'"),
+     (["--entries", "continuous_ar"], "unknown entry 'continuous_ar'")],
+)
+def test_tracks_keep_their_options_and_entries(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
