@@ -355,6 +355,21 @@ def _unknown(parser: argparse.ArgumentParser, kind: str, given: Sequence[str],
         parser.error(f"unknown {kind} {', '.join(map(repr, bad))}; choose from {', '.join(known)}")
 
 
+def run_entry(entry: Entry, dataset: str,
+              run: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """``(record, failed)`` of one entry on one data set: ``run()``'s record, or, if it
+    raises, the traceback printed and an error record (one broken entry must not hide the
+    others' numbers). Both tracks use it."""
+    print(f"[bench] {dataset} / {entry.name} ...", file=sys.stderr, flush=True)
+    try:
+        return run(), False
+    except Exception as exc:
+        traceback.print_exc()
+        return {"entry": entry.name, "family": entry.family, "chapter": entry.chapter,
+                "description": entry.description, "dataset": dataset,
+                "error": {"type": type(exc).__name__, "message": str(exc)}}, True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     r"""Run the benchmark from the command line; return the exit status.
 
@@ -398,16 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor = dataset_floor(toy(name), name, args.seed)
         for entry_name in entry_names:
             entry = registry[entry_name]
-            print(f"[bench] {name} / {entry_name} ...", file=sys.stderr, flush=True)
-            try:
-                rec = benchmark(entry, name, n=args.n, repeats=args.repeats, seed=args.seed,
-                                floor=floor)
-            except Exception as exc:  # one broken entry must not hide the others' numbers
-                failed = True
-                traceback.print_exc()
-                rec = {"entry": entry_name, "family": entry.family, "chapter": entry.chapter,
-                       "description": entry.description, "dataset": name,
-                       "error": {"type": type(exc).__name__, "message": str(exc)}}
+            rec, broke = run_entry(entry, name, lambda: benchmark(
+                entry, name, n=args.n, repeats=args.repeats, seed=args.seed, floor=floor))
+            failed |= broke
             results.append(rec)
     meta["wall_seconds"] = time.perf_counter() - start
     report = json_safe({

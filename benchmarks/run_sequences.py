@@ -37,7 +37,6 @@ import json
 import math
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,8 @@ import torch
 from torch import Tensor
 
 from benchmarks.registry import Entry, TrainedModel, entries_of
-from benchmarks.run import _pm, _seconds, derive_seed, json_safe, make_generator, metadata
+from benchmarks.run import (_pm, _seconds, derive_seed, json_safe, make_generator, metadata,
+                            run_entry)
 from gmbook.sequences import REGIMES, RegimeSwitching
 
 __all__ = ["DATASET", "LENGTH", "N_GENERATED", "N_TEST", "benchmark_sequences",
@@ -236,15 +236,9 @@ def run_track(entry_names: Sequence[str], *, seed: int, out: Path) -> int:
     results, failed = [], False
     for name in entry_names:
         entry = registry[name]
-        print(f"[bench] {DATASET} / {name} ...", file=sys.stderr, flush=True)
-        try:
-            rec = benchmark_sequences(entry, seed=seed, floor=floor)
-        except Exception as exc:  # one broken entry must not hide the others' numbers
-            failed = True
-            traceback.print_exc()
-            rec = {"entry": name, "family": entry.family, "chapter": entry.chapter,
-                   "description": entry.description, "dataset": DATASET,
-                   "error": {"type": type(exc).__name__, "message": str(exc)}}
+        rec, broke = run_entry(entry, DATASET, lambda: benchmark_sequences(
+            entry, seed=seed, floor=floor))
+        failed |= broke
         results.append(rec)
     meta["wall_seconds"] = time.perf_counter() - start
     report = json_safe({
