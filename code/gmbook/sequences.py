@@ -21,8 +21,9 @@ transformer. This module holds, in the order of the chapter:
   self-attention (eq. ``eq-seq-attention``) and an MLP, with learned or sinusoidal positions,
   over tokens or over continuous values;
 - **heads**: a categorical head (a linear map to logits) inside :class:`TokenAR`, and
-  :class:`MixtureDensityHead`, :math:`K` Gaussians per step with :func:`mixture_log_prob`
-  (eq. ``eq-seq-mdn``) and :func:`mixture_sample`;
+  :class:`MixtureDensityHead`, :math:`K` Gaussians per step with the densities chapter's
+  :func:`~gmbook.densities.mixture_log_prob` (eq. ``eq-seq-mdn``) and
+  :func:`~gmbook.densities.mixture_sample`;
 - **the models**: :class:`ContinuousAR` (transformer and mixture head) and :class:`TokenAR`
   (transformer and categorical head), both trained by teacher forcing (the loss is the
   negative log-likelihood of eq. ``eq-seq-chain-rule`` in nats per step) and sampled
@@ -63,6 +64,7 @@ from torch import Tensor, nn
 from gmbook._checks import (check_bool, check_float_tensor, check_generator, check_int,
                             check_positive, check_real, describe)
 from gmbook._random import rand, randn
+from gmbook.densities import MixtureParams, mixture_log_prob, mixture_sample
 from gmbook.metrics import Estimate
 from gmbook.nets import SinusoidalEmbedding
 from gmbook.vae import restart_dead_codes  # noqa: F401 (documented here, lives in vae)
@@ -73,6 +75,7 @@ __all__ = [
     "CausalTransformer",
     "CodebookUsage",
     "ContinuousAR",
+    "KVCache",
     "MixtureDensityHead",
     "MixtureParams",
     "RegimeSwitching",
@@ -483,6 +486,17 @@ class _CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d / H)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
+    def step(self, h: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        """The output at position ``t`` from its input ``h`` ``(B, 1, d)``: its key and value
+        are stored at ``t`` in the cache ``keys``, ``values`` ``(B, H, max_len, d / H)``, and
+        its query attends to positions ``0..t``, all earlier or equal: no mask is needed."""
+        b, _, d = h.shape
+        q, k, v = self.qkv(h).view(b, 1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        keys[:, :, t] = k[:, :, 0]
+        values[:, :, t] = v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, keys[:, :, :t + 1], values[:, :, :t + 1])
+        return self.proj(y.transpose(1, 2).reshape(b, 1, d))  # (B, 1, d)
+
 
 class _Block(nn.Module):
     def __init__(self, d_model: int, heads: int, mlp_ratio: int) -> None:
@@ -495,6 +509,34 @@ class _Block(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
+
+    def step(self, h: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        h = h + self.attn.step(self.ln1(h), keys, values, t)
+        return h + self.mlp(self.ln2(h))
+
+
+class KVCache:
+    r"""The keys and values of the positions a :class:`CausalTransformer` has seen, per block:
+    what lets ancestral sampling feed one new position per step
+    (:meth:`CausalTransformer.step`) instead of the whole prefix again.
+
+    By :prf:ref:`prop-seq-causal` the keys and values at a position depend on the inputs up to
+    it only, so those of the prefix do not change when a step is appended: step :math:`t`
+    computes one new key and value per block and attends over the :math:`t + 1` stored ones,
+    :math:`O(t)` work instead of the :math:`O(t^2)` attention of a full pass.
+
+    Attributes:
+        keys, values: float ``(layers, B, heads, max_len, d / heads)``.
+        length: how many positions are stored.
+    """
+
+    def __init__(self, n: int, transformer: CausalTransformer) -> None:
+        ref = transformer.ln_f.weight
+        shape = (transformer.layers, check_int("n", n), transformer.heads, transformer.max_len,
+                 transformer.d_model // transformer.heads)
+        self.keys = ref.new_zeros(shape)
+        self.values = ref.new_zeros(shape)
+        self.length = 0
 
 
 class CausalTransformer(nn.Module):
@@ -612,6 +654,49 @@ class CausalTransformer(nn.Module):
             h = block(h)
         return self.ln_f(h)
 
+    def new_cache(self, n: int) -> KVCache:
+        r"""An empty :class:`KVCache` for ``n`` sequences, for :meth:`step`."""
+        return KVCache(n, self)
+
+    def step(self, inp: Tensor, cache: KVCache, *, cond: Tensor | None = None) -> Tensor:
+        r"""The hidden state ``(B, d)`` of the next position, :math:`t` = ``cache.length``,
+        from its input alone: the prefix is read from the cache, which this call extends.
+        Equal (to float round-off) to ``forward(prefix)[:, t]`` on the whole prefix, in
+        :math:`O(t)` instead of :math:`O(t^2)` work.
+
+        Args:
+            inp: the input at position :math:`t`: tokens ``(B, 1)`` int64, or values
+                ``(B, 1)`` / ``(B, 1, in_dim)``.
+            cache: from :meth:`new_cache` with the same ``B``, holding positions
+                :math:`0..t-1`.
+            cond: the label of position :math:`t`, ``(B, 1)`` int64, exactly when
+                ``classes > 0``.
+        """
+        if not isinstance(cache, KVCache) or cache.keys.shape[1] != inp.shape[0]:
+            raise TypeError(f"cache must be a KVCache of this network for {inp.shape[0]} "
+                            f"sequences, got {describe(cache)}")
+        t = cache.length
+        if t >= self.max_len:
+            raise ValueError(f"the cache is full: sequences of {t + 1} steps exceed "
+                             f"max_len = {self.max_len}")
+        h = self.embed_inputs(inp)
+        if h.shape[1] != 1:
+            raise ValueError(f"inp must hold one position, got {h.shape[1]}")
+        if (cond is None) != (self.cond_embed is None):
+            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
+                             f"(classes = {self.classes})")
+        if cond is not None:
+            cond = _tokens("cond", cond, self.classes)
+            if cond.shape != h.shape[:2]:
+                raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
+                                 f"{tuple(cond.shape)}")
+            h = h + self.cond_embed(cond)
+        h = h + self.pos[t:t + 1].to(h.dtype)
+        for i, block in enumerate(self.blocks):
+            h = block.step(h, cache.keys[i], cache.values[i], t)
+        cache.length = t + 1
+        return self.ln_f(h)[:, 0]
+
     def extra_repr(self) -> str:
         kind = f"vocab={self.vocab}" if self.vocab is not None else f"in_dim={self.in_dim}"
         return (f"{kind}, d_model={self.d_model}, heads={self.heads}, layers={self.layers}, "
@@ -621,66 +706,16 @@ class CausalTransformer(nn.Module):
 # --------------------------------------------------------------------------- heads
 
 
-@dataclasses.dataclass(frozen=True)
-class MixtureParams:
-    r"""A batch of 1-D Gaussian mixtures: ``logits``, ``loc`` and ``scale``, each
-    ``(*B, K)``; the weights are ``softmax(logits)``."""
-
-    logits: Tensor
-    loc: Tensor
-    scale: Tensor
-
-
-def mixture_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
-    r"""The log-density of a batch of 1-D Gaussian mixtures,
-
-    .. math::
-
-        \log p(y) = \log\sum_{k=1}^K \mathrm{softmax}(\ell)_k\,
-            \mathcal N(y;\, m_k, s_k^2) \\
-        = \mathrm{LSE}_k\Big(\ell_k - \mathrm{LSE}(\ell) - \frac{(y - m_k)^2}{2 s_k^2}
-            - \log s_k - \tfrac12 \log 2\pi\Big)
-
-    (eq. ``eq-seq-mdn``, Bishop, 1994), stable by log-sum-exp.
-
-    Args:
-        params: mixtures with parameters ``(*B, K)``.
-        y: values ``(*B,)``.
-
-    Returns:
-        Log-densities ``(*B,)``.
-    """
-    if not isinstance(params, MixtureParams):
-        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
-    y = check_float_tensor("y", y)
-    if tuple(y.shape) != tuple(params.loc.shape[:-1]):
-        raise ValueError(f"y must have shape {tuple(params.loc.shape[:-1])}, got "
-                         f"{tuple(y.shape)}")
-    z = (y[..., None] - params.loc) / params.scale
-    log_n = -0.5 * z.square() - params.scale.log() - 0.5 * _LOG_2PI
-    return torch.logsumexp(params.logits.log_softmax(-1) + log_n, dim=-1)
-
-
-def mixture_sample(params: MixtureParams, *,
-                   generator: torch.Generator | None = None) -> Tensor:
-    r"""One draw from each mixture of ``params`` (``(*B, K)``): a component
-    :math:`k \sim \mathrm{softmax}(\ell)`, then :math:`m_k + s_k \varepsilon`; shape ``(*B,)``."""
-    if not isinstance(params, MixtureParams):
-        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
-    generator = check_generator(generator)
-    k = sample_categorical(params.logits, generator=generator)  # (*B,)
-    loc = params.loc.gather(-1, k[..., None])[..., 0]
-    scale = params.scale.gather(-1, k[..., None])[..., 0]
-    return loc + scale * randn(loc.shape, like=loc, generator=generator)
-
-
 class MixtureDensityHead(nn.Module):
     r"""A mixture-density head (Bishop, 1994): a linear map of features ``(*B, d)`` to the
     parameters of :math:`K` 1-D Gaussians (``softplus`` scales plus ``min_scale``).
 
     Unlike :class:`gmbook.densities.MixtureDensityNetwork` (an MLP of a flat context, for the
     low-dimensional autoregressive densities of chapter 2) it is a read-out of a transformer's
-    features of any batch shape, with the log-density written out (eq. ``eq-seq-mdn``).
+    features of any batch shape; the mixture itself (eq. ``eq-seq-mdn``) is the same: its
+    log-density and sampler are those of the densities chapter,
+    :func:`gmbook.densities.mixture_log_prob` and :func:`gmbook.densities.mixture_sample`
+    (re-exported here).
 
     Args:
         d_model: feature size.
@@ -918,21 +953,29 @@ class ContinuousAR(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
-               cond: Tensor | None = None) -> Tensor:
+               cond: Tensor | None = None, kv_cache: bool = True) -> Tensor:
         r"""Ancestral sampling: ``length`` sequential draws, each from the head given the
         model's own prefix (and the labels ``cond`` ``(n, length)`` of a conditional
-        model); ``(n, length)``."""
+        model); ``(n, length)``. With ``kv_cache`` (the default) each step feeds only the
+        newest value through the network (:meth:`CausalTransformer.step`); without it, the
+        whole prefix again (the same samples to float round-off, :math:`O(T^2)` work)."""
         n, length = check_int("n", n), check_int("length", length)
         generator = check_generator(generator)
+        check_bool("kv_cache", kv_cache)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
         cond = _check_sample_cond(cond, n, length)
         ref = self.head.out.weight
         inp = ref.new_full((n, 1), self.start)
+        cache = self.transformer.new_cache(n) if kv_cache else None
         out = []
         for t in range(length):
-            c = None if cond is None else cond[:, :t + 1]
-            h = self.transformer(self._features(inp), cond=c)[:, -1]  # (n, d)
+            if cache is not None:  # the newest position only: its value and increment
+                c = None if cond is None else cond[:, t:t + 1]
+                h = self.transformer.step(self._features(inp[:, -2:])[:, -1:], cache, cond=c)
+            else:
+                c = None if cond is None else cond[:, :t + 1]
+                h = self.transformer(self._features(inp), cond=c)[:, -1]  # (n, d)
             p = self.head(h)
             if self.residual:
                 p = MixtureParams(p.logits, p.loc + inp[:, -1:], p.scale)
@@ -994,19 +1037,28 @@ class TokenAR(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
                temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, cond: Tensor | None = None) -> Tensor:
+               top_p: float | None = None, cond: Tensor | None = None,
+               kv_cache: bool = True) -> Tensor:
         r"""Ancestral sampling with a decoding rule (:func:`decoding_log_probs`): int64
         ``(n, length)``. Every rule still takes ``length`` sequential network calls: it
-        changes the distribution, not the cost."""
+        changes the distribution, not the cost. With ``kv_cache`` (the default) each call
+        feeds only the newest token (:meth:`CausalTransformer.step`); without it, the whole
+        prefix again (the same samples to float round-off, :math:`O(T^2)` work)."""
         n, length = check_int("n", n), check_int("length", length)
         generator = check_generator(generator)
+        check_bool("kv_cache", kv_cache)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
         cond = _check_sample_cond(cond, n, length)
         inp = torch.full((n, 1), self.bos, dtype=torch.int64, device=self.head.weight.device)
+        cache = self.transformer.new_cache(n) if kv_cache else None
         for t in range(length):
-            c = None if cond is None else cond[:, :t + 1]
-            logits = self.head(self.transformer(inp, cond=c)[:, -1])  # (n, V)
+            if cache is not None:
+                c = None if cond is None else cond[:, t:t + 1]
+                logits = self.head(self.transformer.step(inp[:, -1:], cache, cond=c))
+            else:
+                c = None if cond is None else cond[:, :t + 1]
+                logits = self.head(self.transformer(inp, cond=c)[:, -1])  # (n, V)
             lq = decoding_log_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
             inp = torch.cat([inp, sample_categorical(lq, generator=generator)[:, None]], dim=1)
         return inp[:, 1:]
