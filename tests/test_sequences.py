@@ -310,18 +310,16 @@ def test_mixture_log_prob_is_a_normalized_density():
                                             dtype=F64))
 
 
-def test_the_head_and_the_densities_network_share_one_mixture():
-    """[eq-seq-mdn] MixtureDensityHead and the densities chapter's MixtureDensityNetwork
-    compute the same mixture: with the network's MLP replaced by the head's linear map, both
-    give equal log-densities and, from the same generator, equal samples."""
-    from gmbook.densities import MixtureDensityNetwork
-    head = MixtureDensityHead(5, 3).double()
-    mdn = MixtureDensityNetwork(5, 3, depth=1).double()
-    mdn.net = head.out  # the same read-out: (B, 5) -> (B, 9)
-    h, y = torch.randn(40, 5, dtype=F64), torch.randn(40, dtype=F64)
-    torch.testing.assert_close(head.log_prob(h, y), mdn.log_prob(y, h), atol=0, rtol=0)
-    torch.testing.assert_close(head.sample(h, generator=gen(3)),
-                               mdn.sample(h, generator=gen(3)), atol=0, rtol=0)
+def test_mixture_log_prob_matches_torch_distributions():
+    """[eq-seq-mdn] The mixture log-density equals torch.distributions' MixtureSameFamily of
+    Normals on a (3, 5) batch of 4-component mixtures with very unequal weights, to 1e-12."""
+    logits = 3 * torch.randn(3, 5, 4, dtype=F64)
+    loc, scale = torch.randn(3, 5, 4, dtype=F64), torch.rand(3, 5, 4, dtype=F64) + 0.05
+    y = 2 * torch.randn(3, 5, dtype=F64)
+    ref = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits),
+                                                torch.distributions.Normal(loc, scale))
+    torch.testing.assert_close(mixture_log_prob(MixtureParams(logits, loc, scale), y),
+                               ref.log_prob(y), atol=1e-12, rtol=0)
 
 
 def test_mixture_sample_has_the_mixture_moments():
