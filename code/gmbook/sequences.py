@@ -73,6 +73,7 @@ __all__ = [
     "CausalTransformer",
     "CodebookUsage",
     "ContinuousAR",
+    "KVCache",
     "MixtureDensityHead",
     "MixtureParams",
     "RegimeSwitching",
@@ -483,6 +484,17 @@ class _CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d / H)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
+    def step(self, h: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        """The output at position ``t`` from its input ``h`` ``(B, 1, d)``: its key and value
+        are stored at ``t`` in the cache ``keys``, ``values`` ``(B, H, max_len, d / H)``, and
+        its query attends to positions ``0..t``, all earlier or equal: no mask is needed."""
+        b, _, d = h.shape
+        q, k, v = self.qkv(h).view(b, 1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        keys[:, :, t] = k[:, :, 0]
+        values[:, :, t] = v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, keys[:, :, :t + 1], values[:, :, :t + 1])
+        return self.proj(y.transpose(1, 2).reshape(b, 1, d))  # (B, 1, d)
+
 
 class _Block(nn.Module):
     def __init__(self, d_model: int, heads: int, mlp_ratio: int) -> None:
@@ -495,6 +507,34 @@ class _Block(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
+
+    def step(self, h: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
+        h = h + self.attn.step(self.ln1(h), keys, values, t)
+        return h + self.mlp(self.ln2(h))
+
+
+class KVCache:
+    r"""The keys and values of the positions a :class:`CausalTransformer` has seen, per block:
+    what lets ancestral sampling feed one new position per step
+    (:meth:`CausalTransformer.step`) instead of the whole prefix again.
+
+    By Proposition ``prop-seq-causal`` the keys and values at a position depend on the inputs up to
+    it only, so those of the prefix do not change when a step is appended: step :math:`t`
+    computes one new key and value per block and attends over the :math:`t + 1` stored ones,
+    :math:`O(t)` work instead of the :math:`O(t^2)` attention of a full pass.
+
+    Attributes:
+        keys, values: float ``(layers, B, heads, max_len, d / heads)``.
+        length: how many positions are stored.
+    """
+
+    def __init__(self, n: int, transformer: CausalTransformer) -> None:
+        ref = transformer.ln_f.weight
+        shape = (transformer.layers, check_int("n", n), transformer.heads, transformer.max_len,
+                 transformer.d_model // transformer.heads)
+        self.keys = ref.new_zeros(shape)
+        self.values = ref.new_zeros(shape)
+        self.length = 0
 
 
 class CausalTransformer(nn.Module):
@@ -611,6 +651,49 @@ class CausalTransformer(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.ln_f(h)
+
+    def new_cache(self, n: int) -> KVCache:
+        r"""An empty :class:`KVCache` for ``n`` sequences, for :meth:`step`."""
+        return KVCache(n, self)
+
+    def step(self, inp: Tensor, cache: KVCache, *, cond: Tensor | None = None) -> Tensor:
+        r"""The hidden state ``(B, d)`` of the next position, :math:`t` = ``cache.length``,
+        from its input alone: the prefix is read from the cache, which this call extends.
+        Equal (to float round-off) to ``forward(prefix)[:, t]`` on the whole prefix, in
+        :math:`O(t)` instead of :math:`O(t^2)` work.
+
+        Args:
+            inp: the input at position :math:`t`: tokens ``(B, 1)`` int64, or values
+                ``(B, 1)`` / ``(B, 1, in_dim)``.
+            cache: from :meth:`new_cache` with the same ``B``, holding positions
+                :math:`0..t-1`.
+            cond: the label of position :math:`t`, ``(B, 1)`` int64, exactly when
+                ``classes > 0``.
+        """
+        if not isinstance(cache, KVCache) or cache.keys.shape[1] != inp.shape[0]:
+            raise TypeError(f"cache must be a KVCache of this network for {inp.shape[0]} "
+                            f"sequences, got {describe(cache)}")
+        t = cache.length
+        if t >= self.max_len:
+            raise ValueError(f"the cache is full: sequences of {t + 1} steps exceed "
+                             f"max_len = {self.max_len}")
+        h = self.embed_inputs(inp)
+        if h.shape[1] != 1:
+            raise ValueError(f"inp must hold one position, got {h.shape[1]}")
+        if (cond is None) != (self.cond_embed is None):
+            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
+                             f"(classes = {self.classes})")
+        if cond is not None:
+            cond = _tokens("cond", cond, self.classes)
+            if cond.shape != h.shape[:2]:
+                raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
+                                 f"{tuple(cond.shape)}")
+            h = h + self.cond_embed(cond)
+        h = h + self.pos[t:t + 1].to(h.dtype)
+        for i, block in enumerate(self.blocks):
+            h = block.step(h, cache.keys[i], cache.values[i], t)
+        cache.length = t + 1
+        return self.ln_f(h)[:, 0]
 
     def extra_repr(self) -> str:
         kind = f"vocab={self.vocab}" if self.vocab is not None else f"in_dim={self.in_dim}"
@@ -918,21 +1001,29 @@ class ContinuousAR(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
-               cond: Tensor | None = None) -> Tensor:
+               cond: Tensor | None = None, kv_cache: bool = True) -> Tensor:
         r"""Ancestral sampling: ``length`` sequential draws, each from the head given the
         model's own prefix (and the labels ``cond`` ``(n, length)`` of a conditional
-        model); ``(n, length)``."""
+        model); ``(n, length)``. With ``kv_cache`` (the default) each step feeds only the
+        newest value through the network (:meth:`CausalTransformer.step`); without it, the
+        whole prefix again (the same samples to float round-off, :math:`O(T^2)` work)."""
         n, length = check_int("n", n), check_int("length", length)
         generator = check_generator(generator)
+        check_bool("kv_cache", kv_cache)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
         cond = _check_sample_cond(cond, n, length)
         ref = self.head.out.weight
         inp = ref.new_full((n, 1), self.start)
+        cache = self.transformer.new_cache(n) if kv_cache else None
         out = []
         for t in range(length):
-            c = None if cond is None else cond[:, :t + 1]
-            h = self.transformer(self._features(inp), cond=c)[:, -1]  # (n, d)
+            if cache is not None:  # the newest position only: its value and increment
+                c = None if cond is None else cond[:, t:t + 1]
+                h = self.transformer.step(self._features(inp[:, -2:])[:, -1:], cache, cond=c)
+            else:
+                c = None if cond is None else cond[:, :t + 1]
+                h = self.transformer(self._features(inp), cond=c)[:, -1]  # (n, d)
             p = self.head(h)
             if self.residual:
                 p = MixtureParams(p.logits, p.loc + inp[:, -1:], p.scale)
@@ -994,19 +1085,28 @@ class TokenAR(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, length: int, *, generator: torch.Generator | None = None,
                temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, cond: Tensor | None = None) -> Tensor:
+               top_p: float | None = None, cond: Tensor | None = None,
+               kv_cache: bool = True) -> Tensor:
         r"""Ancestral sampling with a decoding rule (:func:`decoding_log_probs`): int64
         ``(n, length)``. Every rule still takes ``length`` sequential network calls: it
-        changes the distribution, not the cost."""
+        changes the distribution, not the cost. With ``kv_cache`` (the default) each call
+        feeds only the newest token (:meth:`CausalTransformer.step`); without it, the whole
+        prefix again (the same samples to float round-off, :math:`O(T^2)` work)."""
         n, length = check_int("n", n), check_int("length", length)
         generator = check_generator(generator)
+        check_bool("kv_cache", kv_cache)
         if length > self.transformer.max_len:
             raise ValueError(f"length {length} exceeds max_len = {self.transformer.max_len}")
         cond = _check_sample_cond(cond, n, length)
         inp = torch.full((n, 1), self.bos, dtype=torch.int64, device=self.head.weight.device)
+        cache = self.transformer.new_cache(n) if kv_cache else None
         for t in range(length):
-            c = None if cond is None else cond[:, :t + 1]
-            logits = self.head(self.transformer(inp, cond=c)[:, -1])  # (n, V)
+            if cache is not None:
+                c = None if cond is None else cond[:, t:t + 1]
+                logits = self.head(self.transformer.step(inp[:, -1:], cache, cond=c))
+            else:
+                c = None if cond is None else cond[:, :t + 1]
+                logits = self.head(self.transformer(inp, cond=c)[:, -1])  # (n, V)
             lq = decoding_log_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
             inp = torch.cat([inp, sample_categorical(lq, generator=generator)[:, None]], dim=1)
         return inp[:, 1:]
