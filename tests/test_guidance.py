@@ -154,6 +154,33 @@ def test_cfg_formula():
                                    (1 - w) * u.x0_eps(x, t)[0] + w * c.x0_eps(x, t)[0])
 
 
+
+def test_cfg_at_weights_zero_and_one_calls_one_prediction():
+    """eq-guid-cfg at w = 0 is the unconditional prediction and at w = 1 the conditional one:
+    cfg then calls only that prediction (half the network evaluations) and returns it
+    exactly; at any other weight it calls both, once each."""
+    path = samplers.VEPath(3.0)
+    x = randn((4, 2), dtype=f64, generator=gen(8))
+    t = torch.full((4,), 0.5, dtype=f64)
+    calls = {"u": 0, "c": 0}
+
+    def counted(name, f):
+        def fn(x, t):
+            calls[name] += 1
+            return f(x)
+        return samplers.Prediction(fn, "x0", path)
+
+    u = counted("u", lambda x: 0.5 * x)
+    c = counted("c", lambda x: 0.5 * x + 1.0)
+    for w, expected, want in ((0.0, {"u": 1, "c": 0}, 0.5 * x),
+                              (1.0, {"u": 0, "c": 1}, 0.5 * x + 1.0),
+                              (3.0, {"u": 1, "c": 1}, 0.5 * x + 3.0)):
+        calls.update(u=0, c=0)
+        out = cfg(u, c, w).x0_eps(x, t)[0]
+        assert calls == expected, (w, calls)
+        torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
 def test_autoguidance_and_interval():
     """eq-guid-auto is cfg with the weak model in the unconditional's place; eq-guid-interval
     guides inside [lo, hi] of sigma_t / alpha_t and is the conditional model outside."""
@@ -548,13 +575,21 @@ def test_repaint_argument_checks(moons):
 
 
 def test_dps_differentiates_the_exact_mixture_denoiser(moons):
-    """The differentiable exact denoiser (Tweedie by autograd) equals the package's mixture
-    denoiser, so that dps can run on the exact prior of the toys."""
-    path = samplers.VEPath(3.0)
+    """The differentiable exact denoiser equals the package's mixture denoiser, and its
+    Jacobian is Tweedie's (eq-sm-tweedie differentiated): d x0 / dx = (I + sigma^2
+    Hess log p_t(x)) / alpha, the Hessian of the mixture's log-density taken by autograd, so
+    that dps can run on the exact prior of the toys."""
+    path = samplers.VPPath()
     x = randn((50, 2), dtype=f64, generator=gen(22))
     t = torch.full((50,), 0.4, dtype=f64)
-    torch.testing.assert_close(moons.prediction(path, differentiable=True).x0_eps(x, t)[0],
-                               moons.prediction(path).x0_eps(x, t)[0])
+    smooth = moons.prediction(path, differentiable=True)
+    torch.testing.assert_close(smooth.x0_eps(x, t)[0], moons.prediction(path).x0_eps(x, t)[0])
+    a, s = float(path.alpha(t[0])), float(path.sigma(t[0]))
+    for xi in x[:5]:
+        jac = torch.autograd.functional.jacobian(lambda z: smooth.fn(z[None], t[:1])[0], xi)
+        hess = torch.autograd.functional.hessian(
+            lambda z: moons.log_prob(z[None], t[0], path)[0], xi)
+        torch.testing.assert_close(jac, (torch.eye(2, dtype=f64) + s * s * hess) / a)
     out = dps(moons.prediction(path, differentiable=True), torch.tensor([[1.0, 0.0]], dtype=f64),
               torch.tensor([0.3], dtype=f64), 0.1).x0_eps(x, t)[0]
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
@@ -721,3 +756,30 @@ def test_labelled_mlp_time_scale_reaches_the_embedding():
     assert not torch.allclose(slow(x, t, labels), default(x, t, labels))
     with pytest.raises(ValueError, match="time_scale"):
         LabelledMLP(2, 2, time_scale=0.0)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_labelled_mlp_one_time_is_the_same_function(grad):
+    """A sampler's call (one time for the batch) takes LabelledMLP's folded path (the time
+    branch and the label embeddings folded into the biases, rows in chunks); it is the same
+    function as the per-row path, with one label or a label per row, with and without
+    autograd, across a chunk boundary."""
+    from gmbook.nets import FOLD_CHUNK
+
+    torch.manual_seed(0)
+    net = LabelledMLP(3, 4, hidden=16, depth=3, time_dim=8, time_scale=1.0).double()
+    n = FOLD_CHUNK + 5
+    x = torch.randn(n, 3, dtype=torch.float64)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    for labels in (torch.tensor(2), torch.tensor(4), torch.randint(5, (n,))):
+        per_row = net(x, t.expand(n).clone(), labels.expand(n).clone())   # (B,) times
+        with torch.set_grad_enabled(grad):
+            z = x.clone().requires_grad_(grad)
+            folded = net(z, t, labels)
+            torch.testing.assert_close(folded, per_row)
+            if grad:
+                (g,) = torch.autograd.grad(folded.square().sum(), z)
+                zr = x.clone().requires_grad_(True)
+                (gr,) = torch.autograd.grad(net(zr, t.expand(n).clone(),
+                                                labels.expand(n).clone()).square().sum(), zr)
+                torch.testing.assert_close(g, gr)

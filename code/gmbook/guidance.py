@@ -72,7 +72,7 @@ from gmbook import samplers
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_points,
                             check_positive, check_real, describe)
 from gmbook._random import rand, randn
-from gmbook.nets import MLP, append_dims
+from gmbook.nets import FOLD_CHUNK, MLP, append_dims
 from gmbook.sde import EDM
 
 __all__ = [
@@ -381,8 +381,11 @@ class LabelledMixture:
         :class:`gmbook.samplers.Prediction` (:func:`gmbook.samplers.mixture_prediction`
         on the class's components); its ``score`` is the exact noised score. With
         ``differentiable`` the denoiser is Tweedie's :math:`(x + \sigma_t^2 \nabla \log
-        p_t(x)) / \alpha_t` by automatic differentiation of :meth:`log_prob` (slower; for
-        :func:`dps`, which differentiates through it)."""
+        p_t(x)) / \alpha_t`, computed as the same posterior mean in differentiable operations,
+        :math:`\sum_k r_k(x) (\mu_k + \frac{\alpha v_k}{c_k}(x - \alpha\mu_k))` with the
+        responsibilities :math:`r = \operatorname{softmax}_k` of :meth:`log_prob`'s terms
+        (slower than the plain denoiser; for :func:`dps`, which differentiates through it
+        once, or twice with Tweedie's covariance)."""
         mix = self if label is None else self.restrict(label)
         if not differentiable:
             return samplers.mixture_prediction(mix.weights, mix.means, mix.variances, path)
@@ -394,11 +397,11 @@ class LabelledMixture:
             if not bool((tt == tt[0]).all()):
                 raise ValueError("the differentiable denoiser takes one time per batch")
             a, s = _time_coefficients(path, tt[0])
-            with torch.enable_grad():
-                z = x if x.requires_grad else x.detach().requires_grad_(True)
-                lp = torch.logsumexp(mix._component_log_probs(z.to(torch.float64), a, s), 1)
-                (g,) = torch.autograd.grad(lp.sum(), z, create_graph=x.requires_grad)
-            return ((z.to(torch.float64) + s * s * g.to(torch.float64)) / a).to(x.dtype)
+            z = x.to(torch.float64)
+            gain = a * mix.variances / (a * a * mix.variances + s * s)        # (K, D)
+            r = torch.softmax(mix._component_log_probs(z, a, s), 1)           # (B, K)
+            x0 = r @ (mix.means * (1 - a * gain)) + z * (r @ gain)            # (B, D)
+            return x0.to(x.dtype)
 
         return samplers.Prediction(fn, "x0", path)
 
@@ -452,12 +455,17 @@ def cfg(uncond: samplers.Prediction, cond: samplers.Prediction, w: float
 
     Returns:
         An ``"x0"`` :class:`gmbook.samplers.Prediction` on ``cond``'s path. Each of its calls
-        makes one call of each prediction: a sampler's ``nfe`` counts the guided calls, half
-        the network evaluations.
+        makes one call of each prediction (a sampler's ``nfe`` counts the guided calls, half
+        the network evaluations), except at :math:`w = 0` and :math:`w = 1`, where it calls
+        only the prediction that the combination reduces to (the unconditional one, exactly;
+        the conditional one, equal to the combination up to rounding).
     """
     uncond, cond = _check_pred("uncond", uncond), _check_pred("cond", cond)
     path = _same_path(uncond, cond)
     w = _check_weight(w)
+    if w in (0.0, 1.0):  # the combination is one of the two: skip the other's calls
+        only = uncond if w == 0 else cond
+        return samplers.Prediction(lambda x, t: only.x0_eps(x, t)[0], "x0", path)
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         x_u = uncond.x0_eps(x, t)[0]
@@ -1151,12 +1159,38 @@ class LabelledMLP(nn.Module):
         if bool((labels < 0).any()) or bool((labels > self.classes).any()):
             raise ValueError(f"labels must lie in [0, {self.classes}] ({self.classes}: none)")
         times = m._batch_times(t, x)
-        tau = m.time_embed(times)                             # (B, hidden) or (1, hidden)
         lab = labels.reshape(-1)
+        if times.shape[0] == 1:  # one time (a sampler's call): fold the branches into biases
+            return self._forward_folded(x, times, lab)
+        tau = m.time_embed(times)                             # (B, hidden)
         h = x
         for layer, act, proj, emb in zip(m.layers, m.acts, m.time_proj, self.label_embed):
             h = act(layer(h) + proj(tau) + emb(lab))          # (B, hidden)
         return m.out(h)
+
+    def _forward_folded(self, x: Tensor, times: Tensor, lab: Tensor) -> Tensor:
+        """The same function for one time (``times`` of shape ``(1,)``), faster: as
+        :class:`gmbook.nets.MLP` does for a sampler's calls, the time branch runs once and
+        its projections, with the label embeddings, are folded into the hidden layers'
+        biases; the rows go in chunks of :data:`gmbook.nets.FOLD_CHUNK`, and the activations
+        are applied in place when autograd is off."""
+        m = self.mlp
+        tau = m.time_embed(times)                             # (1, hidden)
+        biases = [layer.bias + proj(tau)[0] for layer, proj in zip(m.layers, m.time_proj)]
+        if lab.numel() == 1:  # one label for the batch: one bias row per layer
+            biases = [b + e(lab) for b, e in zip(biases, self.label_embed)]   # (1, hidden)
+        inplace = not torch.is_grad_enabled()
+        outs = []
+        for start in range(0, x.shape[0], FOLD_CHUNK):
+            h = x[start:start + FOLD_CHUNK]
+            rows = None if lab.numel() == 1 else lab[start:start + FOLD_CHUNK]
+            for layer, act, bias, e in zip(m.layers, m.acts, biases, self.label_embed):
+                b = bias if rows is None else bias + e(rows)  # (1 or rows, hidden)
+                h = torch.addmm(b, h, layer.weight.t())
+                h = nn.functional.silu(h, inplace=True) if inplace and isinstance(
+                    act, nn.SiLU) else act(h)
+            outs.append(m.out(h))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
 class ConditionalEDM(EDM):
