@@ -422,6 +422,24 @@ def test_elbo_with_beta_variance_is_tight_for_standard_normal_data():
     assert mean_post > 0.5 and mean_post > 10 * se_post, gap
 
 
+def test_bound_of_several_variances_shares_the_draws():
+    """[eq-ddpm-elbo] A tuple of variances gives, bitwise, the bound of each choice from the
+    same generator state (one set of draws and network calls for all); bad choices raise."""
+    torch.manual_seed(0)
+    model = DDPM(MLP(4, hidden=16, depth=1, time_dim=8), (4,), T=50)
+    x = torch.randn(30, 4, generator=gen(21))
+    both = model.nll_bound(x, variance=("posterior", "beta"), generator=gen(22),
+                           batch_size=256)
+    assert isinstance(both, tuple) and len(both) == 2
+    for variance, bound in zip(("posterior", "beta"), both):
+        alone = model.nll_bound(x, variance=variance, generator=gen(22), batch_size=256)
+        assert torch.equal(bound, alone), variance
+    assert not torch.equal(both[0], both[1])  # the two choices differ
+    for bad in ((), ("posterior", "learned"), ["beta"]):
+        with pytest.raises(ValueError, match="variance"):
+            model.nll_bound(x, variance=bad)
+
+
 @pytest.mark.parametrize("variance", ["posterior", "beta"])
 def test_bound_terms_are_gaussian_kls(variance):
     """[eq-ddpm-elbo, eq-ddpm-kl-term] Each term L_{t-1} (t >= 2) of the bound is the KL

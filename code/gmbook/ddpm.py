@@ -709,8 +709,8 @@ class DDPM(nn.Module):
         bin_width: float | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 4096,
-        variance: Literal["posterior", "beta"] = "posterior",
-    ) -> Tensor:
+        variance: Literal["posterior", "beta"] | tuple[str, ...] = "posterior",
+    ) -> Tensor | tuple[Tensor, ...]:
         r"""The negative variational bound :math:`-\mathrm{ELBO}(x)` in nats, per example.
 
         Eq. ``eq-ddpm-elbo``: :math:`L_T + \sum_{t=2}^T L_{t-1} + L_0`, every term
@@ -733,20 +733,27 @@ class DDPM(nn.Module):
             batch_size: examples times steps evaluated per network call.
             variance: the reverse variance :math:`\sigma_t^2` of the terms
                 :math:`t \ge 2`: ``"posterior"`` (:math:`\tilde\beta_t`) or ``"beta"``
-                (:math:`\beta_t`), the two choices of Ho et al. (2020).
+                (:math:`\beta_t`), the two choices of Ho et al. (2020); or a tuple of
+                them, whose bounds then share the draws of :math:`x_t` and the network
+                calls (each is what a call with that one choice and the same generator
+                state returns, at the cost of one).
 
         Returns:
-            The bound in nats, shape ``(B,)``.
+            The bound in nats, shape ``(B,)``; for a tuple of variances, a tuple of such
+            bounds in the same order.
         """
         x = self._check_x(x)
         generator = check_generator(generator)
         batch_size = check_int("batch_size", batch_size)
         if bin_width is not None:
             bin_width = check_positive("bin_width", bin_width)
-        if variance not in ("posterior", "beta"):
-            raise ValueError(f"nll_bound: variance must be 'posterior' or 'beta', got {variance!r}")
+        several = isinstance(variance, tuple)
+        choices = variance if several else (variance,)
+        if not choices or any(v not in ("posterior", "beta") for v in choices):
+            raise ValueError("nll_bound: variance must be 'posterior' or 'beta' (or a "
+                             f"non-empty tuple of them), got {variance!r}")
         B, D = x.shape[0], math.prod(self.shape)
-        total = self.prior_kl(x)  # L_T, (B,)
+        totals = [self.prior_kl(x) for _ in choices]  # L_T, (B,) each
         per_chunk = max(1, batch_size // B)
         ts = list(range(1, self.T + 1))
         for i in range(0, self.T, per_chunk):
@@ -758,10 +765,11 @@ class DDPM(nn.Module):
             ab_t = append_dims(self.ab(t, x), x.ndim)
             x_t = q_sample(x0, ab_t, eps)
             _, x0_hat = self.predict(x_t, t)
-            terms = self._kl_terms(x0, x0_hat, x_t, t, bin_width, variance)  # (k B,)
-            total = total + terms.reshape(k, B).sum(0)
+            for j, var in enumerate(choices):
+                terms = self._kl_terms(x0, x0_hat, x_t, t, bin_width, var)  # (k B,)
+                totals[j] = totals[j] + terms.reshape(k, B).sum(0)
         del D
-        return total
+        return tuple(totals) if several else totals[0]
 
     @torch.no_grad()
     def bound_term(
