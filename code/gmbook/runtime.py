@@ -185,7 +185,9 @@ def _preload() -> None:
     The first ``torch.optim`` optimizer a process builds imports ``torch._dynamo`` (about 1.2
     CPU s on this book's machine, measured in a fresh interpreter); a forked worker that has
     not inherited the module pays it again for every job that trains. Importing it before the
-    fork costs that once. It starts no thread, so forking after it stays safe.
+    fork costs that once. It starts no thread, so forking after it stays safe. A module that
+    only some jobs need (POT, for the exact W2 of a scorecard: about a second) is the
+    caller's to import before the pool, as the chapters that score in their jobs do.
     """
     import torch._dynamo  # noqa: F401
 
