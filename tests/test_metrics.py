@@ -810,7 +810,8 @@ def test_every_chapter_scorecard_configuration_is_shipped():
     users: dict[str, set[int]] = {}
     for config in floors.CONFIGURATIONS:
         dim = 2
-        key = floors._file_key(config.dataset, dim, config.n, 256, 0, config.dtype)
+        key = floors._file_key(config.dataset, dim, config.n, config.n_projections, 0,
+                               config.dtype)
         assert key in entries, f"{key} missing: run python -m gmbook.metrics --write"
         entry = entries[key]
         assert entry["pairs"] >= config.pairs >= FLOOR_REPEATS, key

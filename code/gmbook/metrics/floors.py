@@ -97,6 +97,8 @@ class FloorConfig:
         dtype: dtype of the model samples the scorecard sees (the floors are computed in it).
         pairs: pairs stored (at least :data:`FLOOR_REPEATS`).
         users: the chapters (``book/...md``) and scripts that score at this configuration.
+        n_projections: directions of sliced W2 (256, the scorecard's default, unless a
+            chapter scores with fewer).
     """
 
     dataset: Any
@@ -104,6 +106,7 @@ class FloorConfig:
     dtype: torch.dtype = torch.float32
     pairs: int = FLOOR_REPEATS
     users: tuple[str, ...] = ()
+    n_projections: int = 256
 
 
 def _configurations() -> tuple[FloorConfig, ...]:
@@ -130,13 +133,18 @@ def _configurations() -> tuple[FloorConfig, ...]:
         FloorConfig(ClassConditional(moons, 1), 2000, users=("book/diffusion/guidance.md",)),
         # the 5x5 grid of Gaussians: the GAN chapter's three seeds and the benchmark
         FloorConfig(GaussianGrid(), 2000, users=("book/beyond/gans.md",)),
+        # sliced W2 on 64 directions: the SDE chapter's exact-score curves and sampler table
+        FloorConfig(moons, 2000, n_projections=64, users=("book/diffusion/sde.md",)),
+        FloorConfig(EightGaussians(), 2000, n_projections=64,
+                    users=("book/diffusion/sde.md",)),
     )
 
 
 CONFIGURATIONS: tuple[FloorConfig, ...] = _configurations()
 """The configurations whose floors ``--write`` computes and ships: every data set and ``n``
 at which a chapter or the benchmark calls :func:`~gmbook.metrics.scorecard` (with the
-default ``floor_seed = 0``, ``n_projections = 256`` and bandwidths; all metrics)."""
+default ``floor_seed = 0`` and bandwidths, ``n_projections = 256`` unless the configuration
+says otherwise; all metrics)."""
 
 
 # --------------------------------------------------------------------------- computing
@@ -472,13 +480,15 @@ def compute_entry(
     *,
     pairs: int | None = None,
     ceiling_pairs: int | None = None,
-    n_projections: int = 256,
+    n_projections: int | None = None,
     floor_seed: int = 0,
     bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
 ) -> tuple[str, dict[str, Any]]:
-    """Compute the file entry ``(key, entry)`` of one configuration, all metrics (``pairs``
-    and ``ceiling_pairs`` default to the configuration's and :data:`CEILING_REPEATS`)."""
+    """Compute the file entry ``(key, entry)`` of one configuration, all metrics (``pairs``,
+    ``ceiling_pairs`` and ``n_projections`` default to the configuration's and
+    :data:`CEILING_REPEATS`)."""
     pairs = config.pairs if pairs is None else pairs
+    n_projections = config.n_projections if n_projections is None else n_projections
     ceiling_pairs = min(pairs, CEILING_REPEATS if ceiling_pairs is None else ceiling_pairs)
     scales = _check_bandwidths(bandwidths)
     names = _ALL_METRICS if config.n <= W2_MAX_N else tuple(m for m in _ALL_METRICS if m != "w2")
