@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     import nbclient
 
     os.environ["GMBOOK_STATIC"] = "1"
+    # the kernel starts in the chapter's folder: a relative PYTHONPATH entry (e.g. `code`
+    # from a git worktree) would resolve there, to nothing, and the installed package
+    # would be used silently; make every entry absolute first
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(e).resolve()) for e in entries if e)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     nb = jupytext.read(args.chapter, fmt="md:myst")
     client = nbclient.NotebookClient(
