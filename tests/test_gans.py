@@ -416,6 +416,21 @@ def test_penalty_scale_of_lazy_regularization(kw):
     assert l3 - l0 == pytest.approx(3 * (l1 - l0), rel=1e-9)
 
 
+@pytest.mark.parametrize("loss", ["nonsaturating", "wgan", "hinge"])
+def test_discriminator_loss_is_the_loss_of_its_two_batches(loss):
+    """[eq-gan-value] [eq-gan-wgan] [eq-gan-hinge] The discriminator's loss, computed in one
+    pass over data and generated points, is the loss of the scores of the two batches taken
+    separately: the data's ``x`` against ``G(z)`` for the same latents."""
+    gan = mlp_gan(latent_dim=3, hidden=16, depth=2, loss=loss).double()
+    x = torch.randn(40, 2, dtype=F64)
+    got = gan.discriminator_loss(x, generator=torch.Generator().manual_seed(4))
+    fake = gan.sample(40, generator=torch.Generator().manual_seed(4))
+    real_s, fake_s = gan.score(x), gan.score(fake)
+    want = {"nonsaturating": d_loss_bce, "wgan": critic_loss_wgan,
+            "hinge": d_loss_hinge}[loss](real_s, fake_s)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
 def test_train_gan_counts_checkpoints_and_reproducibility():
     """train_gan: n_critic discriminator updates per generator update; checkpoints at the
     asked steps, step 0 being the initial weights and the last the EMA's average; the same

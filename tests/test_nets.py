@@ -279,3 +279,35 @@ def test_folded_fast_path_computes_the_same_function(dtype, monkeypatch):
     torch.testing.assert_close(scalar, plain, **tol)
     scalar.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_mlp_without_time_calls_forward_directly_unless_hooked():
+    """MLP without time: the direct ``forward`` calls (no ``nn.Module.__call__``) give the
+    bitwise values and gradients of calling the modules, and a hook on a layer, or a
+    global hook, still runs (the module-call path is taken)."""
+    torch.manual_seed(0)
+    net = MLP(3, 2, hidden=16, depth=2, activation=nn.ReLU)
+    x = torch.randn(7, 3, requires_grad=True)
+
+    def by_modules(h):
+        for layer, act in zip(net.layers, net.acts):
+            h = act(layer(h))
+        return net.out(h)
+
+    y, y_ref = net(x), by_modules(x)
+    assert torch.equal(y, y_ref)
+    (g,) = torch.autograd.grad(y.square().sum(), net.layers[0].weight)
+    (g_ref,) = torch.autograd.grad(y_ref.square().sum(), net.layers[0].weight)
+    assert torch.equal(g, g_ref)
+    seen = []
+    handle = net.layers[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    net(x)
+    handle.remove()
+    assert seen == [torch.Size([7, 16])]
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(type(m).__name__))
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    assert "Linear" in seen and "ReLU" in seen

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 
 from gmbook._checks import check_int as _check_int
 from gmbook._checks import check_positive as _check_positive
@@ -184,6 +185,20 @@ class SinusoidalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_period={self.max_period:g}, scale={self.scale:g}"
+
+
+def _calls_forward(module: nn.Module) -> bool:
+    """Whether calling each submodule of ``module`` is the same as calling its ``forward``:
+    no hooks (global or on any submodule) and no JIT tracing, the case in which
+    ``nn.Module.__call__`` calls ``forward`` at once. Calling ``forward`` directly then
+    runs the same operations, minus about 4 microseconds of Python per call (an MLP
+    without time on a few hundred rows: 0.19 -> 0.15 ms per call)."""
+    if (_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
+            or _torch_module._global_backward_hooks
+            or _torch_module._global_backward_pre_hooks or torch._C._get_tracing_state()):
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   or m._backward_pre_hooks for m in module.modules())
 
 
 FOLD_CHUNK = 2048
@@ -351,6 +366,10 @@ class MLP(nn.Module):
                     "(time_dim=0); build it with MLP(..., time_dim=64) to condition on t"
                 )
             h = x
+            if _calls_forward(self):  # what nn.Module.__call__ would do, without its cost
+                for layer, act in zip(self.layers, self.acts):
+                    h = act.forward(layer.forward(h))  # (B, hidden)
+                return self.out.forward(h)  # (B, out_dim)
             for layer, act in zip(self.layers, self.acts):
                 h = act(layer(h))  # (B, hidden)
             return self.out(h)  # (B, out_dim)
