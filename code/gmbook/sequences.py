@@ -635,15 +635,7 @@ class CausalTransformer(nn.Module):
                 ``(B, T, d)``, e.g. with a learned start vector in front.
         """
         h = self.embed_inputs(inp) if embedded is None else embedded
-        if (cond is None) != (self.cond_embed is None):
-            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
-                             f"(classes = {self.classes})")
-        if cond is not None:
-            cond = _tokens("cond", cond, self.classes)
-            if cond.shape != h.shape[:2]:
-                raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
-                                 f"{tuple(cond.shape)}")
-            h = h + self.cond_embed(cond)
+        h = self._add_cond(h, cond)
         t = h.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequences of {t} steps exceed max_len = {self.max_len}")
@@ -651,6 +643,19 @@ class CausalTransformer(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.ln_f(h)
+
+    def _add_cond(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        """``h`` ``(B, T, d)`` plus the embedding of the per-step labels, after checking them."""
+        if (cond is None) != (self.cond_embed is None):
+            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
+                             f"(classes = {self.classes})")
+        if cond is None:
+            return h
+        cond = _tokens("cond", cond, self.classes)
+        if cond.shape != h.shape[:2]:
+            raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
+                             f"{tuple(cond.shape)}")
+        return h + self.cond_embed(cond)
 
     def new_cache(self, n: int) -> KVCache:
         r"""An empty :class:`KVCache` for ``n`` sequences, for :meth:`step`."""
@@ -680,15 +685,7 @@ class CausalTransformer(nn.Module):
         h = self.embed_inputs(inp)
         if h.shape[1] != 1:
             raise ValueError(f"inp must hold one position, got {h.shape[1]}")
-        if (cond is None) != (self.cond_embed is None):
-            raise ValueError("cond must be given exactly when the transformer has classes > 0 "
-                             f"(classes = {self.classes})")
-        if cond is not None:
-            cond = _tokens("cond", cond, self.classes)
-            if cond.shape != h.shape[:2]:
-                raise ValueError(f"cond must have shape {tuple(h.shape[:2])}, got "
-                                 f"{tuple(cond.shape)}")
-            h = h + self.cond_embed(cond)
+        h = self._add_cond(h, cond)
         h = h + self.pos[t:t + 1].to(h.dtype)
         for i, block in enumerate(self.blocks):
             h = block.step(h, cache.keys[i], cache.values[i], t)
