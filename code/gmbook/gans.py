@@ -759,8 +759,9 @@ class GAN(nn.Module):
         r"""The discriminator's loss on a data batch ``x`` ``(B, *shape)`` against ``B``
         fresh generated points (the generator is not trained by it: its output is
         detached), both scored in one call of the discriminator on the ``2B`` points (a
-        discriminator with batch statistics would mix the two), with the penalties of the model multiplied by ``penalty_scale``
-        (0 leaves them out; :func:`train_gan` uses it for lazy regularization)."""
+        discriminator with batch statistics would mix the two), with the penalties of the
+        model multiplied by ``penalty_scale`` (0 leaves them out; :func:`train_gan` uses it
+        for lazy regularization)."""
         x = check_float_tensor("x", x)
         penalty_scale = check_nonnegative("penalty_scale", penalty_scale)
         with torch.no_grad():
@@ -924,9 +925,9 @@ def train_gan(gan: GAN, data: Callable[[int], Tensor] | Tensor, *, steps: int,
     (:func:`clip_weights`); the generator then takes one step on
     :meth:`GAN.generator_loss` of ``batch_size`` fresh points (gradients in the
     generator's parameters only). Both players use Adam (PyTorch's fused kernel where the
-    device has one) with ``betas``: GANs use a small :math:`\beta_1` (0.5 in DCGAN, Radford et al., 2016; 0 with
-    :math:`\beta_2 = 0.9` in WGAN-GP and SN-GAN), since momentum accumulated against a
-    moving opponent overshoots.
+    device has one) with ``betas``: GANs use a small :math:`\beta_1` (0.5 in DCGAN,
+    Radford et al., 2016; 0 with :math:`\beta_2 = 0.9` in WGAN-GP and SN-GAN), since
+    momentum accumulated against a moving opponent overshoots.
 
     Args:
         gan: the model, trained in place.
