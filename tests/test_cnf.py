@@ -417,16 +417,6 @@ def test_integrate_rademacher_is_exact_for_a_coordinatewise_field():
     assert float((gau - exact).detach().abs().max()) > 1e-2
 
 
-class _Wrap(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-        self.dummy = nn.Parameter(torch.zeros((), dtype=F64))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.fn(x, t.expand(x.shape[0]) if t.ndim == 0 else t) + 0 * self.dummy
-
-
 def test_cnf_loss_weights_each_regulariser_by_its_own_lambda():
     """[eq-cnf-regularisers] For v(x) = a x with lambda_K = 0.3 and lambda_J = 2 (unequal,
     so that swapping them shows): the loss exceeds the plain NLL by 0.3 * a (1 - e^{-2a})
