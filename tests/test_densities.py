@@ -29,11 +29,14 @@ from gmbook.densities import (
     GaussianKDE,
     GaussianMixture,
     MixtureDensityNetwork,
+    MixtureParams,
     dequantize,
     fit_em,
     kmeans_plusplus,
     log_abs_det_autograd,
     log_sum_exp,
+    mixture_log_prob,
+    mixture_sample,
     pushforward_log_prob,
     select_bandwidth,
 )
@@ -673,6 +676,61 @@ def test_trained_autoregressive_is_normalized_and_samples_match_log_prob(order):
     assert torch.equal(model.sample(7, generator=gen(1)), model.sample(7, generator=gen(1)))
 
 
+def test_mixture_log_prob_is_a_normalized_density():
+    """[eq-gmm] [eq-logsumexp] Each of a (3, 2) batch of 1-D 4-component mixtures with very
+    unequal weights integrates to 1 (trapezoid rule on [-30, 30]), and a one-component
+    mixture at its mean has the log-density -log s - log(2 pi) / 2 of a Gaussian's mode."""
+    logits = 3 * torch.randn(3, 2, 4, generator=gen(40), dtype=F64)
+    loc = torch.randn(3, 2, 4, generator=gen(41), dtype=F64)
+    scale = torch.rand(3, 2, 4, generator=gen(42), dtype=F64) + 0.05
+    grid = torch.linspace(-30, 30, 200_001, dtype=F64)
+    p = MixtureParams(*(t[..., None, :].expand(3, 2, len(grid), 4)
+                        for t in (logits, loc, scale)))
+    dens = mixture_log_prob(p, grid.expand(3, 2, len(grid))).exp()
+    torch.testing.assert_close(torch.trapezoid(dens, grid), torch.ones(3, 2, dtype=F64),
+                               atol=1e-8, rtol=0)
+    one = MixtureParams(torch.zeros(1, 1, dtype=F64), torch.tensor([[0.7]], dtype=F64),
+                        torch.tensor([[0.3]], dtype=F64))
+    torch.testing.assert_close(mixture_log_prob(one, torch.tensor([0.7], dtype=F64)),
+                               torch.tensor([-math.log(0.3) - 0.5 * LOG_2PI], dtype=F64))
+
+
+def test_mixture_log_prob_is_the_one_dimensional_gaussian_mixture():
+    """[eq-gmm] For D = 1 the batched mixture log-density (weights softmax of the logits,
+    standard deviations s) is that of a GaussianMixture with weights pi, means m and
+    variances s^2, for every mixture of a batch of 5 and far in the tails (|y| up to 40),
+    where the naive sum underflows."""
+    logits = 3 * torch.randn(5, 4, generator=gen(43), dtype=F64)
+    loc = torch.randn(5, 4, generator=gen(44), dtype=F64)
+    scale = torch.rand(5, 4, generator=gen(45), dtype=F64) + 0.05
+    y = torch.tensor([-40.0, -1.0, 0.3, 2.0, 40.0], dtype=F64)
+    got = mixture_log_prob(MixtureParams(logits, loc, scale), y)
+    for i in range(5):
+        gm = GaussianMixture(logits[i].softmax(0), loc[i, :, None],
+                             scale[i, :, None, None].square())
+        torch.testing.assert_close(got[i], gm.log_prob(y[i].reshape(1, 1))[0], rtol=1e-12,
+                                   atol=1e-12)
+    assert torch.isfinite(got).all()
+
+
+def test_mixture_sample_has_the_mixture_moments():
+    """[eq-gmm] 100 000 draws (component, then Gaussian) of the mixture
+    0.2 N(-2, 0.5^2) + 0.8 N(1, 1) have mean 0.4 and variance
+    0.2 (0.25 + 4) + 0.8 (1 + 1) - 0.16 = 2.29 within 4 standard errors, a batch shape
+    (*B,) is kept, and the same generator state gives the same draws."""
+    n = 100_000
+    p = MixtureParams(torch.tensor([0.2, 0.8], dtype=F64).log().expand(n, 2),
+                      torch.tensor([-2.0, 1.0], dtype=F64).expand(n, 2),
+                      torch.tensor([0.5, 1.0], dtype=F64).expand(n, 2))
+    y = mixture_sample(p, generator=gen(8))
+    assert y.shape == (n,) and y.dtype == F64
+    assert abs(float(y.mean()) - 0.4) < 4 * math.sqrt(2.29 / n)
+    assert abs(float(y.var()) - 2.29) < 4 * float(((y - y.mean()) ** 2).std()) / math.sqrt(n)
+    torch.testing.assert_close(mixture_sample(p, generator=gen(8)), y)
+    q = MixtureParams(*(t.reshape(250, 400, 2) for t in (p.logits, p.loc, p.scale)))
+    assert mixture_sample(q, generator=gen(8)).shape == (250, 400)
+
+
 def test_mixture_density_network_is_a_normalized_conditional():
     """[eq-autoregressive] Each factor p(y | c) integrates to 1 in y for every context, and
     its samples have the mixture's mean."""
@@ -956,6 +1014,21 @@ BAD_CALLS = [
     ("mdn-components", lambda: MixtureDensityNetwork(1, 0), ValueError, "components"),
     ("mdn-min-scale", lambda: MixtureDensityNetwork(1, min_scale=0.0), ValueError,
      "min_scale must be > 0"),
+    ("mixture-params-tuple", lambda: mixture_log_prob(
+        (torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3)), torch.zeros(2)), TypeError,
+     "params must be MixtureParams"),
+    ("mixture-y-shape", lambda: mixture_log_prob(
+        MixtureParams(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3)),
+        torch.zeros(3)), ValueError, r"y must have shape \(2,\), got \(3,\)"),
+    ("mixture-y-int", lambda: mixture_log_prob(
+        MixtureParams(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3)),
+        torch.zeros(2, dtype=torch.long)), TypeError, "y must be"),
+    ("mixture-sample-tuple", lambda: mixture_sample(
+        (torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))), TypeError,
+     "params must be MixtureParams"),
+    ("mixture-sample-gen", lambda: mixture_sample(
+        MixtureParams(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3)), generator=3),
+     TypeError, "generator"),
     ("ar-order-repeat", lambda: Autoregressive(2, order=(0, 0)), ValueError,
      r"order must be a permutation of range\(2\)"),
     ("ar-order-length", lambda: Autoregressive(2, order=(0, 1, 2)), ValueError,

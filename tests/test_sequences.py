@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
+from gmbook.densities import mixture_log_prob
 from gmbook.sequences import (REGIMES, Binning, CausalTransformer, ContinuousAR,
-                              MixtureDensityHead, MixtureParams, RegimeSwitching, TokenAR,
-                              binned_log_prob,
+                              MixtureDensityHead, RegimeSwitching, TokenAR, binned_log_prob,
                               codebook_usage, decoding_kl, decoding_log_probs, dwell_times,
-                              from_windows, mixture_log_prob, mixture_sample,
-                              sample_categorical, to_windows, vq_decode, vq_encode)
+                              from_windows, sample_categorical, to_windows, vq_decode,
+                              vq_encode)
 from gmbook.vae import VQVAE, restart_dead_codes
 
 F64 = torch.float64
@@ -289,51 +289,6 @@ def test_cached_and_uncached_samplers_agree(kind):
 
 
 # --------------------------------------------------------------------------- heads
-
-
-def test_mixture_log_prob_is_a_normalized_density():
-    """[eq-seq-mdn] Each of a (3, 2) batch of 4-component mixtures with very unequal weights
-    integrates to 1 (trapezoid rule on [-30, 30]), and a one-component mixture at its mean
-    has the log-density -log s - log(2 pi) / 2 of a Gaussian's mode."""
-    logits = 3 * torch.randn(3, 2, 4, dtype=F64)
-    loc, scale = torch.randn(3, 2, 4, dtype=F64), torch.rand(3, 2, 4, dtype=F64) + 0.05
-    grid = torch.linspace(-30, 30, 200_001, dtype=F64)
-    p = MixtureParams(*(t[..., None, :].expand(3, 2, len(grid), 4)
-                        for t in (logits, loc, scale)))
-    dens = mixture_log_prob(p, grid.expand(3, 2, len(grid))).exp()
-    torch.testing.assert_close(torch.trapezoid(dens, grid), torch.ones(3, 2, dtype=F64),
-                               atol=1e-8, rtol=0)
-    one = MixtureParams(torch.zeros(1, 1, dtype=F64), torch.tensor([[0.7]], dtype=F64),
-                        torch.tensor([[0.3]], dtype=F64))
-    torch.testing.assert_close(mixture_log_prob(one, torch.tensor([0.7], dtype=F64)),
-                               torch.tensor([-math.log(0.3) - 0.5 * math.log(2 * math.pi)],
-                                            dtype=F64))
-
-
-def test_mixture_log_prob_matches_torch_distributions():
-    """[eq-seq-mdn] The mixture log-density equals torch.distributions' MixtureSameFamily of
-    Normals on a (3, 5) batch of 4-component mixtures with very unequal weights, to 1e-12."""
-    logits = 3 * torch.randn(3, 5, 4, dtype=F64)
-    loc, scale = torch.randn(3, 5, 4, dtype=F64), torch.rand(3, 5, 4, dtype=F64) + 0.05
-    y = 2 * torch.randn(3, 5, dtype=F64)
-    ref = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits),
-                                                torch.distributions.Normal(loc, scale))
-    torch.testing.assert_close(mixture_log_prob(MixtureParams(logits, loc, scale), y),
-                               ref.log_prob(y), atol=1e-12, rtol=0)
-
-
-def test_mixture_sample_has_the_mixture_moments():
-    """[eq-seq-mdn] 100 000 draws of the mixture 0.2 N(-2, 0.5^2) + 0.8 N(1, 1) have mean 0.4
-    and variance 0.2 (0.25 + 4) + 0.8 (1 + 1) - 0.16 = 2.29 within 4 standard errors, and
-    the same generator state gives the same draws."""
-    n = 100_000
-    p = MixtureParams(torch.tensor([0.2, 0.8], dtype=F64).log().expand(n, 2),
-                      torch.tensor([-2.0, 1.0], dtype=F64).expand(n, 2),
-                      torch.tensor([0.5, 1.0], dtype=F64).expand(n, 2))
-    y = mixture_sample(p, generator=gen(8))
-    assert abs(float(y.mean()) - 0.4) < 4 * math.sqrt(2.29 / n)
-    assert abs(float(y.var()) - 2.29) < 4 * float(((y - y.mean()) ** 2).std()) / math.sqrt(n)
-    torch.testing.assert_close(mixture_sample(p, generator=gen(8)), y)
 
 
 def test_mixture_head_shapes_and_checks():

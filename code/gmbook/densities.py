@@ -8,6 +8,10 @@ Derived in ``book/foundations/densities.md``; each object cites the equation it 
   expectation-maximization (eqs. ``eq-em-e-step`` and ``eq-em-m-step``);
 - :class:`GaussianKDE`, the kernel density estimate (eq. ``eq-kde``), and
   :func:`select_bandwidth` by held-out likelihood;
+- :class:`MixtureParams`, :func:`mixture_log_prob` and :func:`mixture_sample`, batches of
+  1-D Gaussian mixtures (eq. ``eq-gmm`` with :math:`D = 1`), the one implementation of the
+  mixture arithmetic that :class:`MixtureDensityNetwork` and
+  :class:`gmbook.sequences.MixtureDensityHead` share;
 - :class:`MixtureDensityNetwork` and :class:`Autoregressive`, an exact-likelihood model
   built from one-dimensional conditionals (eq. ``eq-autoregressive``);
 - :class:`CouplingMap`, a hand-built invertible map of the plane, with
@@ -32,6 +36,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from gmbook._checks import (
     check_bool,
+    check_float_tensor,
     check_generator,
     check_int,
     check_nonnegative,
@@ -51,11 +56,14 @@ __all__ = [
     "GaussianKDE",
     "GaussianMixture",
     "MixtureDensityNetwork",
+    "MixtureParams",
     "dequantize",
     "fit_em",
     "kmeans_plusplus",
     "log_abs_det_autograd",
     "log_sum_exp",
+    "mixture_log_prob",
+    "mixture_sample",
     "pushforward_log_prob",
     "select_bandwidth",
 ]
@@ -494,6 +502,75 @@ def select_bandwidth(
 # --------------------------------------------------------------------------- autoregressive
 
 
+@dataclasses.dataclass(frozen=True)
+class MixtureParams:
+    r"""A batch of 1-D Gaussian mixtures: ``logits`` :math:`\ell`, means ``loc`` :math:`m`
+    and standard deviations ``scale`` :math:`s`, each ``(*B, K)``; the weights are
+    :math:`\pi = \mathrm{softmax}(\ell)`. What a mixture density network outputs
+    (:meth:`MixtureDensityNetwork.mixture_params`,
+    :class:`gmbook.sequences.MixtureDensityHead`)."""
+
+    logits: Tensor
+    loc: Tensor
+    scale: Tensor
+
+
+def _mixture(params: MixtureParams, *, validate: bool | None = None) -> MixtureSameFamily:
+    return MixtureSameFamily(Categorical(logits=params.logits, validate_args=validate),
+                             Normal(params.loc, params.scale, validate_args=validate),
+                             validate_args=validate)
+
+
+def mixture_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
+    r"""The log-density of a batch of 1-D Gaussian mixtures, eq. ``eq-gmm`` with
+    :math:`D = 1` and weights :math:`\pi = \mathrm{softmax}(\ell)` (the conditional of a
+    mixture density network, Bishop, 1994; eq. ``eq-seq-mdn`` in the sequences chapter):
+
+    .. math::
+
+        \log p(y) = \mathrm{LSE}_k\Big(\log \mathrm{softmax}(\ell)_k
+            + \log \mathcal N(y;\, m_k, s_k^2)\Big),
+
+    stable by log-sum-exp (eq. ``eq-logsumexp``). The arithmetic is that of
+    :class:`torch.distributions.MixtureSameFamily` of :class:`~torch.distributions.Normal`
+    components, without its argument validation (the shapes are checked here).
+
+    Args:
+        params: mixtures with parameters ``(*B, K)``.
+        y: values ``(*B,)``.
+
+    Returns:
+        Log-densities ``(*B,)``.
+    """
+    if not isinstance(params, MixtureParams):
+        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
+    y = check_float_tensor("y", y)
+    if tuple(y.shape) != tuple(params.loc.shape[:-1]):
+        raise ValueError(f"y must have shape {tuple(params.loc.shape[:-1])}, got "
+                         f"{tuple(y.shape)}")
+    return _mixture(params, validate=False).log_prob(y)
+
+
+@torch.no_grad()
+def mixture_sample(params: MixtureParams, *,
+                   generator: torch.Generator | None = None) -> Tensor:
+    r"""One draw from each mixture of ``params`` (``(*B, K)``), in the two steps of the
+    latent-variable reading of eq. ``eq-gmm``: a component
+    :math:`k \sim \mathrm{Categorical}(\mathrm{softmax}(\ell))` (:func:`torch.multinomial`),
+    then :math:`m_k + s_k \varepsilon` with :math:`\varepsilon \sim \mathcal N(0, 1)`;
+    shape ``(*B,)``."""
+    if not isinstance(params, MixtureParams):
+        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
+    generator = check_generator(generator)
+    batch, k = params.loc.shape[:-1], params.loc.shape[-1]
+    probs = Categorical(logits=params.logits.reshape(-1, k), validate_args=False).probs
+    comp = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
+    eps = randn(comp.shape, like=probs, generator=generator)
+    rows = torch.arange(comp.shape[0], device=probs.device)
+    loc, scale = params.loc.reshape(-1, k), params.scale.reshape(-1, k)  # (N, K)
+    return (loc[rows, comp] + scale[rows, comp] * eps).reshape(batch)
+
+
 class MixtureDensityNetwork(nn.Module):
     r"""A conditional density of one real variable: a mixture of ``K`` 1-D Gaussians whose
     weights, means and scales are functions of a context :math:`c` (Bishop, 1994).
@@ -504,7 +581,8 @@ class MixtureDensityNetwork(nn.Module):
 
     with the parameters from an :class:`~gmbook.nets.MLP` of ``c`` (``context_dim > 0``),
     or learnable constants (``context_dim = 0``, an unconditional 1-D mixture). Scales are
-    ``softplus(.) + min_scale``.
+    ``softplus(.) + min_scale``. The log-density and the sampler are
+    :func:`mixture_log_prob` and :func:`mixture_sample`.
 
     Args:
         context_dim: dimension of :math:`c`, ``>= 0``.
@@ -536,9 +614,9 @@ class MixtureDensityNetwork(nn.Module):
         else:
             self.net = MLP(self.context_dim, 3 * self.k, hidden=hidden, depth=depth)
 
-    def distribution(self, context: Tensor) -> MixtureSameFamily:
-        r"""The conditional :math:`p(\cdot \mid c)` for a batch of contexts ``(B, C)``
-        (``(B, 0)`` when ``context_dim = 0``): a batch of ``B`` 1-D mixtures."""
+    def mixture_params(self, context: Tensor) -> MixtureParams:
+        r"""The parameters of :math:`p(\cdot \mid c)` for a batch of contexts ``(B, C)``
+        (``(B, 0)`` when ``context_dim = 0``): :class:`MixtureParams` of shape ``(B, K)``."""
         if not isinstance(context, Tensor) or not context.is_floating_point():
             raise TypeError(f"context must be a floating-point tensor, got {describe(context)}")
         if context.ndim != 2 or context.shape[1] != self.context_dim:
@@ -550,29 +628,29 @@ class MixtureDensityNetwork(nn.Module):
         else:
             out = self.net(context)
         logits, loc, raw = out.split(self.k, dim=1)  # (B, K) each
-        scale = F.softplus(raw) + self.min_scale
-        return MixtureSameFamily(Categorical(logits=logits), Normal(loc, scale))
+        return MixtureParams(logits, loc, F.softplus(raw) + self.min_scale)
+
+    def distribution(self, context: Tensor) -> MixtureSameFamily:
+        r"""The conditional :math:`p(\cdot \mid c)` for a batch of contexts ``(B, C)``
+        (``(B, 0)`` when ``context_dim = 0``): a batch of ``B`` 1-D mixtures."""
+        return _mixture(self.mixture_params(context))
 
     def log_prob(self, y: Tensor, context: Tensor) -> Tensor:
-        r""":math:`\log p(y \mid c)`, shape ``(B,)`` for ``y`` ``(B,)``."""
+        r""":math:`\log p(y \mid c)`, shape ``(B,)`` for ``y`` ``(B,)``
+        (:func:`mixture_log_prob`)."""
         if not isinstance(y, Tensor) or not y.is_floating_point():
             raise TypeError(f"y must be a floating-point tensor, got {describe(y)}")
         if y.ndim != 1 or y.shape[0] != getattr(context, "shape", (None,))[0]:
             raise ValueError(
                 f"y must have shape (B,) with B = {context.shape[0]}, got {tuple(y.shape)}"
             )
-        return self.distribution(context).log_prob(y)
+        return mixture_log_prob(self.mixture_params(context), y)
 
     @torch.no_grad()
     def sample(self, context: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        r"""One draw of :math:`y \sim p(\cdot \mid c)` per context, shape ``(B,)``."""
-        dist = self.distribution(context)
-        probs = dist.mixture_distribution.probs  # (B, K)
-        k = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-        comp = dist.component_distribution
-        eps = randn(k.shape, like=probs, generator=generator)
-        rows = torch.arange(k.shape[0], device=probs.device)
-        return comp.loc[rows, k] + comp.scale[rows, k] * eps
+        r"""One draw of :math:`y \sim p(\cdot \mid c)` per context, shape ``(B,)``
+        (:func:`mixture_sample`)."""
+        return mixture_sample(self.mixture_params(context), generator=generator)
 
 
 class Autoregressive(nn.Module):

@@ -21,8 +21,9 @@ transformer. This module holds, in the order of the chapter:
   self-attention (eq. ``eq-seq-attention``) and an MLP, with learned or sinusoidal positions,
   over tokens or over continuous values;
 - **heads**: a categorical head (a linear map to logits) inside :class:`TokenAR`, and
-  :class:`MixtureDensityHead`, :math:`K` Gaussians per step with :func:`mixture_log_prob`
-  (eq. ``eq-seq-mdn``) and :func:`mixture_sample`;
+  :class:`MixtureDensityHead`, :math:`K` Gaussians per step (eq. ``eq-seq-mdn``), whose
+  log-density and sampler are the densities chapter's
+  :func:`gmbook.densities.mixture_log_prob` and :func:`gmbook.densities.mixture_sample`;
 - **the models**: :class:`ContinuousAR` (transformer and mixture head) and :class:`TokenAR`
   (transformer and categorical head), both trained by teacher forcing (the loss is the
   negative log-likelihood of eq. ``eq-seq-chain-rule`` in nats per step) and sampled
@@ -63,6 +64,7 @@ from torch import Tensor, nn
 from gmbook._checks import (check_bool, check_float_tensor, check_generator, check_int,
                             check_positive, check_real, describe)
 from gmbook._random import rand, randn
+from gmbook.densities import MixtureParams, mixture_log_prob, mixture_sample
 from gmbook.metrics import Estimate
 from gmbook.nets import SinusoidalEmbedding
 from gmbook.vae import restart_dead_codes  # noqa: F401 (documented here, lives in vae)
@@ -75,7 +77,6 @@ __all__ = [
     "ContinuousAR",
     "KVCache",
     "MixtureDensityHead",
-    "MixtureParams",
     "RegimeSwitching",
     "TokenAR",
     "binned_log_prob",
@@ -84,8 +85,6 @@ __all__ = [
     "decoding_log_probs",
     "dwell_times",
     "from_windows",
-    "mixture_log_prob",
-    "mixture_sample",
     "sample_categorical",
     "to_windows",
     "vq_decode",
@@ -701,66 +700,15 @@ class CausalTransformer(nn.Module):
 # --------------------------------------------------------------------------- heads
 
 
-@dataclasses.dataclass(frozen=True)
-class MixtureParams:
-    r"""A batch of 1-D Gaussian mixtures: ``logits``, ``loc`` and ``scale``, each
-    ``(*B, K)``; the weights are ``softmax(logits)``."""
-
-    logits: Tensor
-    loc: Tensor
-    scale: Tensor
-
-
-def mixture_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
-    r"""The log-density of a batch of 1-D Gaussian mixtures,
-
-    .. math::
-
-        \log p(y) = \log\sum_{k=1}^K \mathrm{softmax}(\ell)_k\,
-            \mathcal N(y;\, m_k, s_k^2) \\
-        = \mathrm{LSE}_k\Big(\ell_k - \mathrm{LSE}(\ell) - \frac{(y - m_k)^2}{2 s_k^2}
-            - \log s_k - \tfrac12 \log 2\pi\Big)
-
-    (eq. ``eq-seq-mdn``, Bishop, 1994), stable by log-sum-exp.
-
-    Args:
-        params: mixtures with parameters ``(*B, K)``.
-        y: values ``(*B,)``.
-
-    Returns:
-        Log-densities ``(*B,)``.
-    """
-    if not isinstance(params, MixtureParams):
-        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
-    y = check_float_tensor("y", y)
-    if tuple(y.shape) != tuple(params.loc.shape[:-1]):
-        raise ValueError(f"y must have shape {tuple(params.loc.shape[:-1])}, got "
-                         f"{tuple(y.shape)}")
-    z = (y[..., None] - params.loc) / params.scale
-    log_n = -0.5 * z.square() - params.scale.log() - 0.5 * _LOG_2PI
-    return torch.logsumexp(params.logits.log_softmax(-1) + log_n, dim=-1)
-
-
-def mixture_sample(params: MixtureParams, *,
-                   generator: torch.Generator | None = None) -> Tensor:
-    r"""One draw from each mixture of ``params`` (``(*B, K)``): a component
-    :math:`k \sim \mathrm{softmax}(\ell)`, then :math:`m_k + s_k \varepsilon`; shape ``(*B,)``."""
-    if not isinstance(params, MixtureParams):
-        raise TypeError(f"params must be MixtureParams, got {describe(params)}")
-    generator = check_generator(generator)
-    k = sample_categorical(params.logits, generator=generator)  # (*B,)
-    loc = params.loc.gather(-1, k[..., None])[..., 0]
-    scale = params.scale.gather(-1, k[..., None])[..., 0]
-    return loc + scale * randn(loc.shape, like=loc, generator=generator)
-
-
 class MixtureDensityHead(nn.Module):
     r"""A mixture-density head (Bishop, 1994): a linear map of features ``(*B, d)`` to the
     parameters of :math:`K` 1-D Gaussians (``softplus`` scales plus ``min_scale``).
 
     Unlike :class:`gmbook.densities.MixtureDensityNetwork` (an MLP of a flat context, for the
     low-dimensional autoregressive densities of chapter 2) it is a read-out of a transformer's
-    features of any batch shape, with the log-density written out (eq. ``eq-seq-mdn``).
+    features of any batch shape; the mixture arithmetic is the same code,
+    :func:`gmbook.densities.mixture_log_prob` (eq. ``eq-seq-mdn``) and
+    :func:`gmbook.densities.mixture_sample`.
 
     Args:
         d_model: feature size.
