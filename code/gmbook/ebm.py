@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from gmbook._checks import (check_generator, check_int, check_nonnegative, check_positive,
                             describe)
 from gmbook._random import rand, randn
-from gmbook.mcmc import langevin_step, log_prob_and_grad, mala
+from gmbook.mcmc import _langevin_move, langevin_step, log_prob_and_grad, mala
 from gmbook.nets import MLP
 from gmbook.problem import GridDensity
 
@@ -125,9 +125,12 @@ def langevin(
     generator = check_generator(generator)
     if grad is not None and not callable(grad):
         raise TypeError(f"grad must be None or a callable (B, D) -> (B, D), got {describe(grad)}")
-    for sigma in sigmas:
+    for i, sigma in enumerate(sigmas):
         g = _energy_grad(energy, x) if grad is None else grad(x)
-        x = langevin_step(x, -g, h, noise_scale=sigma, generator=generator)
+        if i == 0:  # the first step checks what `grad` returns; h and sigma are checked
+            x = langevin_step(x, -g, h, noise_scale=sigma, generator=generator)
+        else:
+            x = _langevin_move(x, -g, h, sigma, generator)
     return x
 
 
@@ -411,15 +414,17 @@ class EnergyMLP(MLP):
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x must have shape (B, {self.in_dim}), got {tuple(x.shape)}")
         with torch.no_grad():
-            a, slopes = x, []
+            a, weights, slopes = x, [], []
             for layer in self.layers:
-                h = torch.addmm(layer.bias, a, layer.weight.t())     # (B, hidden)
+                w = layer.weight                                     # (hidden, fan_in)
+                h = nn.functional.linear(a, w, layer.bias)           # (B, hidden)
                 s = torch.sigmoid(h)
                 a = h * s                                            # silu(h)
                 slopes.append(torch.addcmul(s, a, 1 - s))            # silu'(h)
+                weights.append(w)
             g = self.out.weight                                      # (1, hidden)
-            for layer, slope in zip(reversed(self.layers), reversed(slopes)):
-                g = (g * slope) @ layer.weight                       # (B, fan_in)
+            for w, slope in zip(reversed(weights), reversed(slopes)):
+                g = (g * slope) @ w                                  # (B, fan_in)
         return g
 
 

@@ -416,6 +416,14 @@ def langevin_step(x: Tensor, grad: Tensor, step_size: float, *, noise_scale: flo
                          f"{describe(grad)}")
     h = check_positive("step_size", step_size)
     sigma = check_nonnegative("noise_scale", noise_scale)
+    return _langevin_move(x, grad, h, sigma, generator)
+
+
+def _langevin_move(x: Tensor, grad: Tensor, h: float, sigma: float,
+                   generator: torch.Generator | None) -> Tensor:
+    """The arithmetic of :func:`langevin_step`, unchecked: for loops whose entry point has
+    already checked ``h > 0``, ``sigma >= 0`` and the shapes (:func:`ula`,
+    :func:`gmbook.ebm.langevin`)."""
     x = x + h * grad
     if sigma > 0:
         x = x + sigma * math.sqrt(2 * h) * randn(x.shape, like=x, generator=generator)
@@ -502,7 +510,7 @@ def ula(
     def step() -> tuple[Tensor, Tensor]:
         nonlocal x
         _, grad = log_prob_and_grad(log_prob, x)
-        x = langevin_step(x, grad, h, generator=generator)
+        x = _langevin_move(x, grad, h, 1.0, generator)  # h checked above
         return x, ones
 
     samples, acc = _run(step, steps, burn_in, thin)
