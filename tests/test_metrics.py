@@ -177,6 +177,41 @@ def test_paired_kl_matches_gaussian_closed_form_with_small_error():
     assert line.isascii() and "\n" not in line and line.startswith("NLL ")
 
 
+def test_nll_and_paired_kl_take_log_densities_evaluated_once():
+    """[eq-paired-kl] Log-densities already evaluated at the points give exactly the numbers of
+    the model evaluated in batches (so a chapter evaluates an expensive model once for both);
+    a tensor of the wrong shape or dtype is refused."""
+    dt = torch.float64
+    p = MultivariateNormal(torch.zeros(2, dtype=dt), torch.eye(2, dtype=dt))
+    q = MultivariateNormal(torch.tensor([0.1, -0.05], dtype=dt), 1.2 * torch.eye(2, dtype=dt))
+    x = torch.randn(5000, 2, generator=gen(7), dtype=dt)
+    lq, lp = q.log_prob(x), p.log_prob(x)
+    assert nll(lq, x, batch_size=1500) == nll(q, x, batch_size=1500)
+    assert paired_kl(lq, lp, x) == paired_kl(q, p, x)
+    assert paired_kl(q, lp, x) == paired_kl(q, p, x)
+    with pytest.raises(ValueError, match="shape"):
+        nll(lq[:-1], x)
+    with pytest.raises(ValueError, match="floating point"):
+        paired_kl(lq, torch.zeros(5000, dtype=torch.long), x)
+    with pytest.raises(ValueError, match="not finite"):
+        paired_kl(lq, torch.full((5000,), -math.inf, dtype=dt), x)
+
+
+def test_sorted_columns_match_torch_sort_with_and_without_gradients():
+    """The numpy sort of the sliced-W2 projections gives exactly torch.sort's values; with
+    a gradient needed, torch sorts and sliced W2 stays differentiable."""
+    from gmbook.metrics._common import _sort_columns
+
+    for dt in (torch.float32, torch.float64):
+        p = torch.randn(700, 33, generator=gen(8), dtype=dt)
+        p[::50, 3] = 0.0  # ties
+        assert torch.equal(_sort_columns(p), p.sort(dim=0).values)
+    x = torch.randn(50, 2, generator=gen(9), requires_grad=True)
+    y = torch.randn(60, 2, generator=gen(10))
+    sliced_wasserstein2(x, y, generator=gen(11)).backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+
+
 def test_paired_kl_rejects_points_outside_p():
     """paired_kl needs points of p: log p = -inf means they are not."""
     x = torch.tensor([[0.0, 0.0], [3.0, 3.0]])

@@ -73,6 +73,23 @@ def _random_directions(
     return (theta / theta.norm(dim=1, keepdim=True)).to(like.device)
 
 
+def _sort_columns(p: Tensor) -> Tensor:
+    """``p`` ``(n, L)`` with each column sorted (along dim 0), as ``p.sort(dim=0).values``.
+
+    On the CPU, when no gradient is needed, numpy sorts it: about 6 times faster than
+    ``torch.sort`` for the projections of sliced W2 (2000 x 256: 6 ms against 39 ms), and the
+    same values (a sorted column is unique up to the order of equal entries, and the finite
+    inputs here differ at most by the sign of a zero, which no squared difference sees).
+    """
+    if (
+        p.device.type == "cpu"
+        and p.dtype in (torch.float32, torch.float64)
+        and not (p.requires_grad and torch.is_grad_enabled())
+    ):
+        return torch.from_numpy(np.sort(p.detach().numpy(), axis=0))
+    return p.sort(dim=0).values
+
+
 # --------------------------------------------------------------------------- pairwise sums
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gmbook.metrics._common import _centred, _pair_sums, _sq_dists64
+from gmbook.metrics._common import _centred, _pair_sums, _sort_columns, _sq_dists64
 from gmbook.metrics.distances import _emd_cost
 
 
@@ -40,7 +40,7 @@ def _set_stats(
         dsum, ksum = _pair_sums(
             xc, xc, scales if "mmd" in names else None, dist="energy" in names, same=True
         )
-    proj = (x @ theta.T).sort(dim=0).values if "sw2" in names else None
+    proj = _sort_columns(x @ theta.T) if "sw2" in names else None
     return _SetStats(x, dsum, ksum, proj)
 
 

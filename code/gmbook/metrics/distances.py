@@ -33,6 +33,7 @@ from gmbook.metrics._common import (
     _check_pair,
     _pair_sums,
     _random_directions,
+    _sort_columns,
     _sq_dists64,
 )
 
@@ -257,8 +258,8 @@ def sliced_wasserstein2(
     generator = _check_generator(generator)
     x, y = _check_pair(x, y)
     theta = _random_directions(n_projections, x.shape[1], generator, x)  # (L, D)
-    xs = (x @ theta.T).sort(dim=0).values  # (n, L)
-    ys = (y @ theta.T).sort(dim=0).values  # (m, L)
+    xs = _sort_columns(x @ theta.T)  # (n, L)
+    ys = _sort_columns(y @ theta.T)  # (m, L)
     return _w2sq_sorted(xs, ys).mean().sqrt()
 
 

@@ -112,6 +112,20 @@ def _log_probs(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Te
     return torch.cat(out)
 
 
+def _log_prob_values(log_prob: object, x: Tensor, batch_size: int) -> Tensor:
+    """``log_prob`` at ``x`` as float64 ``(N,)``: the model evaluated in batches
+    (:func:`_log_probs`), or a tensor of values already evaluated at ``x``, checked."""
+    if isinstance(log_prob, Tensor):
+        if not log_prob.is_floating_point() or log_prob.shape != (x.shape[0],):
+            raise ValueError(
+                f"log-densities given as a tensor must be floating point of shape (N,) = "
+                f"({x.shape[0]},), one per point of x, got {log_prob.dtype} of shape "
+                f"{tuple(log_prob.shape)}"
+            )
+        return log_prob.detach().to(torch.float64)
+    return _log_probs(log_prob, x, batch_size)
+
+
 def _mean_estimate(v: Tensor) -> Estimate:
     """Mean and standard error of the float64 values ``v`` ``(N,)``."""
     n = v.shape[0]
@@ -144,8 +158,10 @@ def nll(
 
     Args:
         log_prob: the model: a callable ``(B, *D) -> (B,)`` of natural-log densities, or an
-            object with such a ``.log_prob`` method (a model, a toy distribution). Evaluated
-            under ``torch.no_grad()``.
+            object with such a ``.log_prob`` method (a model, a toy distribution), evaluated
+            under ``torch.no_grad()``; or a tensor ``(N,)`` of its log-densities at ``x``,
+            already evaluated (so that :func:`paired_kl` on the same points does not
+            evaluate an expensive model again).
         x: held-out points, shape ``(N, *D)``, on the model's device.
         batch_size: points per call of ``log_prob``.
 
@@ -163,10 +179,10 @@ def nll(
         >>> e.n, 1.6 < e.mean < 1.9
         (1000, True)
     """
-    fn = _as_log_prob(log_prob, "log_prob")
+    fn = log_prob if isinstance(log_prob, Tensor) else _as_log_prob(log_prob, "log_prob")
     x = _check_points(x)
     batch_size = _check_int("batch_size", batch_size, 1)
-    lp = _log_probs(fn, x, batch_size)
+    lp = _log_prob_values(fn, x, batch_size)
     if bool(torch.isnan(lp).any() | (lp == math.inf).any()):
         raise ValueError("log_prob returned nan or +inf at some points")
     if bool((lp == -math.inf).any()):
@@ -261,8 +277,10 @@ def paired_kl(
     this); for a good model it is the only way to resolve the gap.
 
     Args:
-        log_q: the model, as in :func:`nll`.
-        log_p: the true density (e.g. a toy of :mod:`gmbook.data`), as in :func:`nll`.
+        log_q: the model, as in :func:`nll` (a tensor ``(N,)`` of values at ``x_from_p``
+            is accepted too).
+        log_p: the true density (e.g. a toy of :mod:`gmbook.data`), as in :func:`nll` (or
+            its values ``(N,)`` at ``x_from_p``).
         x_from_p: points drawn from :math:`p`, shape ``(N, *D)``.
         batch_size: points per call of each density.
 
@@ -273,12 +291,12 @@ def paired_kl(
         ValueError: if ``log_p`` is ``-inf`` at a point (it is then not from :math:`p`), or
             either density returns nan.
     """
-    fq = _as_log_prob(log_q, "log_q")
-    fp = _as_log_prob(log_p, "log_p")
+    fq = log_q if isinstance(log_q, Tensor) else _as_log_prob(log_q, "log_q")
+    fp = log_p if isinstance(log_p, Tensor) else _as_log_prob(log_p, "log_p")
     x = _check_points(x_from_p, "x_from_p")
     batch_size = _check_int("batch_size", batch_size, 1)
-    lq = _log_probs(fq, x, batch_size)
-    lp = _log_probs(fp, x, batch_size)
+    lq = _log_prob_values(fq, x, batch_size)
+    lp = _log_prob_values(fp, x, batch_size)
     if bool(torch.isnan(lq).any() | torch.isnan(lp).any()):
         raise ValueError("log_q or log_p returned nan")
     if bool((~torch.isfinite(lp)).any()):
