@@ -69,7 +69,9 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
-_BLOCK = 2**22  # entries of the largest (rows, n) work array of the kernel sums
+_BLOCK = 2**18  # entries of a (rows, n) block of the kernel sums (2 MB in float64; the
+# log-kernels of H bandwidths are H such blocks). Blocks of 2**22 entries took about twice the
+# CPU time in the densities chapter's KDE cells, which give the same values bit for bit.
 
 
 # --------------------------------------------------------------------------- log-sum-exp
@@ -281,16 +283,46 @@ class EMResult:
         return len(self.log_likelihood) - 1
 
 
+# The E-step's exponentials: with many components most points are hundreds of nats from most
+# of them, and PyTorch's vectorized float64 ``exp`` takes a slow path (three to six times the
+# cost per call) for every argument below about -708, whose result is subnormal or 0.
+_EXP_FLOOR = -708.0  # exp(-708) = 3.3e-308, just above the smallest normal float64
+
+
+def _exp_tiny_zero(a: Tensor) -> Tensor:
+    r""":math:`e^{a}` with every entry of ``a`` below -708 given 0 instead of a subnormal
+    (at most :math:`3.3 \cdot 10^{-308}`). The E-step only sums these numbers with terms of
+    at least ``1e-8 n`` (the counts of a living component) or 1 (the largest term of a
+    log-sum-exp), far below their half unit in the last place: the sums, and so the fit,
+    are bit for bit those of ``a.exp()``; the work is not slowed by the underflow."""
+    return a.clamp_min(_EXP_FLOOR).exp_().masked_fill_(a < _EXP_FLOOR, 0.0)
+
+
+def _em_log_sum_exp(joint: Tensor) -> Tensor:
+    """:func:`log_sum_exp` over dim 1 of the finite ``(n, K)`` joint of the E-step, the same
+    operations (the row's largest term is exactly 1), with :func:`_exp_tiny_zero`."""
+    m = joint.amax(dim=1, keepdim=True)
+    return (m + _exp_tiny_zero(joint - m).sum(dim=1, keepdim=True).log()).squeeze(1)
+
+
+def _em_joint(x: Tensor, w: Tensor, mu: Tensor, cov: Tensor) -> Tensor:
+    r""":math:`\log \pi_k + \log \mathcal N(x_i; \mu_k, \Sigma_k)`, ``(n, K)``, for EM's own
+    float64 parameters; :func:`fit_em` has checked the data and the M-step keeps every
+    covariance symmetric, so the distribution's argument checks (a second Cholesky
+    factorization per iteration) are skipped; the values are the same."""
+    comp = MultivariateNormal(mu, covariance_matrix=cov, validate_args=False)
+    return w.log() + comp.log_prob(x[:, None, :])
+
+
 def _em_step(
     x: Tensor, w: Tensor, mu: Tensor, cov: Tensor, reg: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""One EM iteration in float64; returns the new ``(w, mu, cov)`` and the mean
     log-likelihood of the *old* parameters (a by-product of the E-step)."""
     n, d = x.shape
-    comp = MultivariateNormal(mu, covariance_matrix=cov)
-    joint = w.log() + comp.log_prob(x[:, None, :])  # (n, K)
-    log_px = log_sum_exp(joint, dim=1)  # (n,)
-    r = (joint - log_px[:, None]).exp()  # (n, K), eq-em-e-step
+    joint = _em_joint(x, w, mu, cov)  # (n, K)
+    log_px = _em_log_sum_exp(joint)  # (n,)
+    r = _exp_tiny_zero(joint - log_px[:, None])  # (n, K), eq-em-e-step
     nk = r.sum(0)  # (K,) effective counts
     alive = nk > 1e-8 * n
     nk_safe = torch.where(alive, nk, torch.ones_like(nk))
@@ -364,8 +396,7 @@ def fit_em(
             if len(history) > 1 and history[-1] - history[-2] < tol:
                 converged = True
                 break
-        comp = MultivariateNormal(mu, covariance_matrix=cov)
-        history.append(float(log_sum_exp(w.log() + comp.log_prob(x64[:, None, :]), 1).mean()))
+        history.append(float(_em_log_sum_exp(_em_joint(x64, w, mu, cov)).mean()))
     model = GaussianMixture(w.to(x.dtype), mu.to(x.dtype), cov.to(x.dtype))
     return EMResult(model, history, converged)
 
