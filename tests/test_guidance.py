@@ -551,6 +551,26 @@ def test_repaint_known_coordinates_on_vp():
     torch.testing.assert_close(rp[:, 0], a * 0.3 + s * xi)
 
 
+def test_repaint_with_one_observation_per_point_equals_the_shared_one(moons):
+    """An observation given once per point (mask and y of shape (B, *D)) runs the same
+    arithmetic as one shared observation broadcast over the batch; two different
+    observations in one batch give each point the known value of its own."""
+    path = samplers.VEPath(3.0)
+    p = moons.prediction(path)
+    x = 3.0 * torch.randn(6, 2, dtype=f64, generator=torch.Generator().manual_seed(0))
+    grid = torch.tensor([3.0, 1.0, 0.3, 0.0], dtype=f64)
+    mask, y = torch.tensor([1.0, 0.0], dtype=f64), torch.tensor([0.5, 0.0], dtype=f64)
+    shared = repaint(p, x, grid, mask=mask, y=y, resample=3,
+                     generator=torch.Generator().manual_seed(1)).samples
+    each = repaint(p, x, grid, mask=mask.expand(6, 2), y=y.expand(6, 2), resample=3,
+                   generator=torch.Generator().manual_seed(1)).samples
+    torch.testing.assert_close(each, shared, rtol=0, atol=0)
+    ys = torch.tensor([[0.5, 0.0]] * 3 + [[-1.0, 0.0]] * 3, dtype=f64)
+    out = repaint(p, x, grid, mask=mask.expand(6, 2), y=ys, resample=3,
+                  generator=torch.Generator().manual_seed(1)).samples
+    torch.testing.assert_close(out[:, 0], ys[:, 0])  # sigma = 0 at the end: y exactly
+
+
 def test_repaint_argument_checks(moons):
     path = samplers.VEPath()
     p = moons.prediction(path)

@@ -764,8 +764,11 @@ def repaint(pred: samplers.Prediction, x: Tensor, grid: Tensor, *, mask: Tensor,
         pred: the prior's prediction (unconditional).
         x: the starting points at ``grid[0]``, ``(B, *D)``.
         grid: decreasing times ``(K + 1,)`` (noise first).
-        mask: ``(*D)`` with 1 on the known coordinates and 0 elsewhere (floating).
-        y: the known values ``(*D)`` (read where ``mask`` is 1).
+        mask: ``(*D)`` with 1 on the known coordinates and 0 elsewhere (floating), or
+            ``(B, *D)``: one mask per point.
+        y: the known values ``(*D)`` (read where ``mask`` is 1), or ``(B, *D)``: one
+            observation per point (e.g. a batch of half-masked images), with ``mask`` of
+            the same shape.
         resample: :math:`U \ge 1`, the passes through each block (1: no resampling).
         jump: :math:`j \ge 1`, the steps per block (the jump length).
         sampler: one step's sampler, called on two-point grids (default
@@ -784,9 +787,10 @@ def repaint(pred: samplers.Prediction, x: Tensor, grid: Tensor, *, mask: Tensor,
     if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor (B, *D), got {describe(x)}")
     _check_mask_y(mask, y)
-    if tuple(mask.shape) != tuple(x.shape[1:]):
-        raise ValueError(f"mask and y must have the shape of one point {tuple(x.shape[1:])}, "
-                         f"got {tuple(mask.shape)}")
+    if tuple(mask.shape) not in (tuple(x.shape[1:]), tuple(x.shape)):
+        raise ValueError(f"mask and y must have the shape of one point {tuple(x.shape[1:])} "
+                         f"(one observation for all) or of x {tuple(x.shape)} (one per "
+                         f"point), got {tuple(mask.shape)}")
     grid = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
     if len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
         raise ValueError("grid must hold at least 2 strictly decreasing times (noise first)")
