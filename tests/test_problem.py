@@ -255,3 +255,29 @@ def test_bad_arguments_raise_clear_errors():
         euler(lambda x, t: x, torch.zeros(2, 2), 0)
     with pytest.raises(TypeError, match="torch.Tensor"):
         gaussian_moments([[0.0, 1.0]])
+
+
+def test_grid_density_log_prob_with_a_given_log_z():
+    """eq-grid-normalizer: log_prob with a log Z computed once equals log_prob computing it,
+    bit for bit, and a log Z that is not a scalar tensor is refused."""
+    torch.manual_seed(6)
+    model = GridDensity(MLP(2, 1, hidden=8, depth=1), lims=(-2.0, 2.0), n=32)
+    x = torch.tensor([[0.0, 0.5], [1.0, -1.0], [3.0, 0.0]])
+    with torch.no_grad():
+        log_z = model.log_normalizer()
+        assert torch.equal(model.log_prob(x, log_z=log_z), model.log_prob(x))
+    with pytest.raises(TypeError, match="log_z"):
+        model.log_prob(x, log_z=1.0)
+
+
+def test_kl_monte_carlo_accepts_evaluated_log_densities():
+    """eq-kl: log-densities given as their values at the samples give the same estimate as
+    the callables; values of the wrong shape are refused."""
+    g = torch.Generator().manual_seed(3)
+    p, q = _random_gaussian(2, g), _random_gaussian(2, g)
+    x = p.sample((1000,))
+    by_calls = kl_monte_carlo(p.log_prob, q.log_prob, x)
+    by_values = kl_monte_carlo(p.log_prob(x), q.log_prob, x)
+    assert all(torch.equal(a, b) for a, b in zip(by_calls, by_values))
+    with pytest.raises(ValueError, match="log_p"):
+        kl_monte_carlo(p.log_prob(x[:10]), q.log_prob, x)

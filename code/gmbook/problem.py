@@ -78,9 +78,20 @@ class GridDensity(nn.Module):
         rel = (f - f_max).clamp(min=-60.0)
         return f_max + rel.exp().sum().log() + self.log_cell_area
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        r"""Normalised log-density, shape ``(B,)``; ``-inf`` outside the box."""
-        lp = self.energy(x) - self.log_normalizer()
+    def log_prob(self, x: Tensor, *, log_z: Tensor | None = None) -> Tensor:
+        r"""Normalised log-density, shape ``(B,)``; ``-inf`` outside the box.
+
+        Args:
+            x: points, shape ``(B, 2)``.
+            log_z: :math:`\log Z_\theta` from :meth:`log_normalizer`, computed once to
+                score several batches with the same network (the grid sum costs ``n * n``
+                network evaluations); ``None`` computes it here.
+        """
+        if log_z is None:
+            log_z = self.log_normalizer()
+        elif not isinstance(log_z, Tensor) or log_z.ndim != 0:
+            raise TypeError(f"log_z must be a scalar tensor or None, got {log_z!r}")
+        lp = self.energy(x) - log_z
         inside = ((x >= self.lo) & (x <= self.hi)).all(dim=1)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
@@ -150,18 +161,34 @@ class GaussianModel(nn.Module):
 
 
 def kl_monte_carlo(
-    log_p: Callable[[Tensor], Tensor], log_q: Callable[[Tensor], Tensor], x_from_p: Tensor
+    log_p: Callable[[Tensor], Tensor] | Tensor,
+    log_q: Callable[[Tensor], Tensor] | Tensor,
+    x_from_p: Tensor,
 ) -> tuple[Tensor, Tensor]:
     r"""Monte Carlo estimate of :math:`\mathrm{KL}(p \,\|\, q) = \mathbb E_p[\log p - \log q]`
     (eq. ``eq-kl``) and its standard error, from samples ``x_from_p`` ``(n, D)`` of :math:`p`.
 
     Swap the roles (samples of :math:`q`, ``log_p=log_q``) for the reverse KL.
 
+    Args:
+        log_p, log_q: log-densities ``(n, D) -> (n,)``, or their values at ``x_from_p``,
+            shape ``(n,)`` (to evaluate a costly density once for several estimates).
+        x_from_p: samples of :math:`p`, shape ``(n, D)``.
+
     Returns:
         ``(estimate, standard_error)``, two scalars.
     """
     check_points("x_from_p", x_from_p)
-    diff = log_p(x_from_p) - log_q(x_from_p)
+
+    def values(name: str, log_f) -> Tensor:
+        if not isinstance(log_f, Tensor):
+            return log_f(x_from_p)
+        if log_f.shape != x_from_p.shape[:1]:
+            raise ValueError(f"{name} given as values must have shape ({x_from_p.shape[0]},), "
+                             f"got {tuple(log_f.shape)}")
+        return log_f
+
+    diff = values("log_p", log_p) - values("log_q", log_q)
     return diff.mean(), diff.std() / math.sqrt(diff.numel())
 
 
